@@ -1,0 +1,81 @@
+//! The `hexroad` command: parses arguments, starts logging, runs a subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod bench;
+mod serve;
+mod settings;
+mod sim;
+mod sql;
+
+/// hexroad: crowd-sourced street mapping and vehicle telemetry.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log as JSON lines instead of text (RUST_LOG tunes the level).
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run the ingest service over a data location.
+    Serve(serve::Args),
+    /// Drive a simulated fleet against a running server.
+    Sim(sim::Args),
+    /// Run SQL over the tables.
+    Sql(sql::Args),
+    /// Measure hexroad against the limit and the alternative.
+    #[command(subcommand)]
+    Bench(bench::Which),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hexroad: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Sim(args) => sim::run(args).await,
+            Command::Sql(args) => sql::run(args).await,
+            Command::Bench(which) => bench::run(which).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hexroad: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,72 @@
+//! `hexroad serve`: the ingest service on a data location.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use hexroad_ingest::{Ingest, app, system_clock};
+use hexroad_lake::Lake;
+use tracing::info;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Data location: a folder or an object-store URL [default: ./data]
+    #[arg(long)]
+    data: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long)]
+    listen: Option<String>,
+    /// A TOML settings file (see hexroad.example.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let mut settings = crate::settings::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(data) = args.data {
+        settings.data = data;
+    }
+    if let Some(listen) = args.listen {
+        settings.listen = listen;
+    }
+    let lake = Arc::new(
+        Lake::open(&settings.data)
+            .await
+            .with_context(|| format!("opening data location {}", settings.data))?,
+    );
+    let state = Ingest::open(Arc::clone(&lake), settings.ingest.clone(), system_clock()).await?;
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    // The one line a person or a script waits for.
+    println!("hexroad serving on http://{addr} (data: {})", lake.root());
+    info!(%addr, data = %lake.root(), "serving");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("serving")?;
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

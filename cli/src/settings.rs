@@ -1,0 +1,120 @@
+//! `hexroad serve` settings: defaults in code, an optional TOML file, and
+//! `HEXROAD__SECTION__KEY` environment overrides, checked at start-up.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use hexroad_ingest::IngestConfig;
+use serde::Deserialize;
+
+/// Everything `serve` reads.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where tables and blobs live: a folder or an object-store URL.
+    pub data: String,
+    /// The address to listen on.
+    pub listen: String,
+    pub ingest: IngestConfig,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data: "./data".into(),
+            listen: "127.0.0.1:8080".into(),
+            ingest: IngestConfig::default(),
+        }
+    }
+}
+
+/// Reads settings from an optional file and the given environment variables.
+pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> Result<Settings> {
+    let mut doc = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading settings file {}", path.display()))?;
+            text.parse::<toml::Table>()
+                .with_context(|| format!("parsing settings file {}", path.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("HEXROAD__") else {
+            continue;
+        };
+        let keys: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        let (last, parents) = match keys.split_last() {
+            Some((last, parents)) if !last.is_empty() => (last, parents),
+            _ => bail!("environment variable {name} names no setting"),
+        };
+        let mut table = &mut doc;
+        for key in parents {
+            table = table
+                .entry(key.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .with_context(|| format!("{name}: {key} is not a section"))?;
+        }
+        table.insert(last.clone(), scalar(&value));
+    }
+    let settings: Settings = toml::Value::Table(doc)
+        .try_into()
+        .context("invalid settings")?;
+    settings
+        .ingest
+        .validate()
+        .context("invalid settings in [ingest]")?;
+    Ok(settings)
+}
+
+fn scalar(text: &str) -> toml::Value {
+    if let Ok(i) = text.parse::<i64>() {
+        toml::Value::Integer(i)
+    } else if let Ok(f) = text.parse::<f64>() {
+        toml::Value::Float(f)
+    } else if let Ok(b) = text.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else {
+        toml::Value::String(text.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_parses_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hexroad.example.toml");
+        let settings = load(Some(&path), std::iter::empty()).unwrap();
+        assert_eq!(settings, Settings::default());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = [(
+            "HEXROAD__INGEST__MAX_SPEED_MPS".to_owned(),
+            "70.5".to_owned(),
+        )];
+        let settings = load(None, env.into_iter()).unwrap();
+        assert_eq!(settings.ingest.max_speed_mps, 70.5);
+    }
+
+    #[test]
+    fn a_bad_key_is_named() {
+        let env = [("HEXROAD__INGEST__MAX_SPEEDS".to_owned(), "1".to_owned())];
+        let err = format!("{:#}", load(None, env.into_iter()).unwrap_err());
+        assert!(err.contains("max_speeds"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_is_named() {
+        let env = [(
+            "HEXROAD__INGEST__MAX_CONCURRENT_PATCHES".to_owned(),
+            "0".to_owned(),
+        )];
+        let err = format!("{:#}", load(None, env.into_iter()).unwrap_err());
+        assert!(err.contains("max_concurrent_patches"), "{err}");
+    }
+}

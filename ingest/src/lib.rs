@@ -1,0 +1,46 @@
+//! The device-facing HTTP service.
+//!
+//! Devices register an ed25519 key (`POST /v1/devices`), then sign every
+//! request with RFC 9421 HTTP Message Signatures and upload with the tus 1.0
+//! resumable protocol at `/v1/uploads`. Bytes are streamed to the object store
+//! as they arrive; when the last byte lands the upload is checked against the
+//! sha256 the device declared, validated (GStreamer's discoverer for video,
+//! GPX/NMEA and VSS rules for tracks and telemetry) and committed to the lake
+//! before the final `PATCH` is answered: acknowledged means durable.
+//!
+//! Build the router with [`app`]; [`Ingest::open`] gathers its state.
+
+mod app;
+mod auth;
+mod config;
+mod error;
+mod limits;
+mod metrics;
+mod openapi;
+mod probe;
+mod tus;
+mod validate;
+
+pub use app::{Ingest, app};
+pub use config::IngestConfig;
+pub use error::ApiError;
+pub use validate::Rejection;
+
+/// The clock the service reads; tests pass a fixed one.
+pub type Clock = std::sync::Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    std::sync::Arc::new(chrono::Utc::now)
+}
+
+/// Errors starting the service (not request errors; those are [`ApiError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening the lake: {0}")]
+    Lake(#[from] hexroad_lake::Error),
+    #[error("initialising GStreamer (is libgstreamer1.0 installed?): {0}")]
+    Gstreamer(String),
+    #[error("invalid setting {key}: {message}")]
+    Config { key: &'static str, message: String },
+}

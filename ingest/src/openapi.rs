@@ -1,0 +1,145 @@
+//! The OpenAPI 3.1 description of every endpoint, served at `/openapi.json`.
+
+use serde_json::{Value, json};
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+    })
+}
+
+fn signed() -> Value {
+    json!([{ "httpSignature": [] }])
+}
+
+/// The document. Routes here and in `app` are checked against each other by a test.
+pub fn document() -> Value {
+    let upload_id = json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } });
+    let common_errors = |extra: &[(&str, &str)]| {
+        let mut responses = serde_json::Map::new();
+        responses.insert(
+            "401".into(),
+            error_response("unsigned, bad or stale signature, or a replayed nonce"),
+        );
+        responses.insert("403".into(), error_response("unknown or revoked device"));
+        responses.insert(
+            "429".into(),
+            error_response("rate or concurrency limit; see Retry-After"),
+        );
+        for (code, text) in extra {
+            responses.insert((*code).into(), error_response(text));
+        }
+        responses
+    };
+    let mut patch_responses = common_errors(&[
+        ("409", "Upload-Offset does not match the server's offset"),
+        ("413", "the body runs past Upload-Length"),
+        (
+            "415",
+            "Content-Type must be application/offset+octet-stream",
+        ),
+        (
+            "422",
+            "the finished upload failed validation (sha256, media, track, telemetry)",
+        ),
+        ("460", "the body does not match Upload-Checksum"),
+    ]);
+    patch_responses.insert("204".into(), json!({ "description": "bytes stored; Upload-Offset is the new offset. On the last byte the upload was validated and committed (Hexroad-Upload-Status)" }));
+    let mut post_responses = common_errors(&[
+        (
+            "400",
+            "missing or malformed Upload-Length or Upload-Metadata",
+        ),
+        ("412", "Tus-Resumable must be 1.0.0"),
+        ("413", "Upload-Length exceeds Tus-Max-Size"),
+    ]);
+    post_responses.insert(
+        "201".into(),
+        json!({ "description": "created; Location is the upload URL" }),
+    );
+    let mut head_responses = common_errors(&[("404", "no such upload for this device")]);
+    head_responses.insert("200".into(), json!({ "description": "Upload-Offset and Upload-Length; Hexroad-Upload-Status once finished" }));
+    let mut delete_responses = common_errors(&[
+        ("404", "no such upload"),
+        ("409", "the upload already finished"),
+    ]);
+    delete_responses.insert(
+        "204".into(),
+        json!({ "description": "terminated; staged bytes removed" }),
+    );
+    let mut register_responses = common_errors(&[
+        ("400", "malformed body or public key"),
+        (
+            "409",
+            "the key is already registered to another contributor",
+        ),
+        ("413", "body too large"),
+    ]);
+    register_responses.insert("201".into(), json!({ "description": "registered" }));
+    register_responses.insert(
+        "200".into(),
+        json!({ "description": "already registered with the same contributor" }),
+    );
+    let mut revoke_responses = common_errors(&[]);
+    revoke_responses.insert("204".into(), json!({ "description": "revoked" }));
+
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "hexroad ingest",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Device registration and tus 1.0 resumable uploads, signed with RFC 9421 HTTP Message Signatures (ed25519). Every request except registration's key must be signed by a registered device; covered components must include @method and @path, plus content-digest for JSON bodies and upload-offset and upload-checksum for PATCH."
+        },
+        "paths": {
+            "/healthz": { "get": { "summary": "liveness", "responses": { "200": { "description": "ok" } } } },
+            "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "text exposition format" } } } },
+            "/openapi.json": { "get": { "summary": "this document", "responses": { "200": { "description": "OpenAPI 3.1" } } } },
+            "/v1/devices": { "post": {
+                "summary": "register a device key for a contributor; the request must be signed by that key (proof of possession)",
+                "security": signed(),
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Registration" } } } },
+                "responses": register_responses
+            } },
+            "/v1/devices/{id}": { "delete": {
+                "summary": "revoke this device's key (signed by the device itself)",
+                "security": signed(),
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "responses": revoke_responses
+            } },
+            "/v1/uploads": {
+                "options": { "summary": "tus capabilities", "responses": { "204": { "description": "Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm" } } },
+                "post": {
+                    "summary": "tus creation: Upload-Length and Upload-Metadata (kind, format, sha256, drive_id, filename)",
+                    "security": signed(),
+                    "responses": post_responses
+                }
+            },
+            "/v1/uploads/{id}": {
+                "head": { "summary": "tus offset", "security": signed(), "parameters": [upload_id.clone()], "responses": head_responses },
+                "patch": {
+                    "summary": "tus append at Upload-Offset, with Upload-Checksum: sha256 <base64>",
+                    "security": signed(),
+                    "parameters": [upload_id.clone()],
+                    "requestBody": { "required": true, "content": { "application/offset+octet-stream": { "schema": { "type": "string", "format": "binary" } } } },
+                    "responses": patch_responses
+                },
+                "delete": { "summary": "tus termination", "security": signed(), "parameters": [upload_id], "responses": delete_responses }
+            }
+        },
+        "components": {
+            "securitySchemes": {
+                "httpSignature": { "type": "apiKey", "in": "header", "name": "Signature", "description": "RFC 9421 with alg=\"ed25519\"; keyid is the device id (hex public key); created and nonce are required" }
+            },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error", "message"], "properties": { "error": { "type": "string" }, "message": { "type": "string" } } },
+                "Registration": { "type": "object", "required": ["public_key", "contributor_id"], "properties": {
+                    "public_key": { "type": "string", "description": "hex ed25519 public key; must equal the signature's keyid" },
+                    "contributor_id": { "type": "string" },
+                    "make": { "type": "string" },
+                    "model": { "type": "string" }
+                } }
+            }
+        }
+    })
+}

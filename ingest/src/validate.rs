@@ -1,0 +1,428 @@
+//! What makes an upload acceptable: plausible GNSS, known telemetry, real media.
+
+use std::path::Path;
+
+use chrono::{DateTime, Duration, Utc};
+use hexroad_lake::wire::track::{self, TrackFormat};
+use hexroad_lake::wire::vss;
+use hexroad_lake::{GnssPoint, TelemetrySample, UploadKind};
+
+use crate::probe;
+
+/// Why an upload was refused: a stable code and a message naming the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// How the reason is stored in `uploads.reject_reason`.
+    pub fn stored(&self) -> String {
+        format!("{}: {}", self.code, self.message)
+    }
+}
+
+/// The limits validation applies.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    pub now: DateTime<Utc>,
+    pub skew: Duration,
+    pub max_speed_mps: f64,
+}
+
+/// The rows an accepted upload contributes.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    pub gnss: Vec<GnssPoint>,
+    pub telemetry: Vec<TelemetrySample>,
+    /// Media details (video probe, frame count) as JSON.
+    pub media: Option<serde_json::Value>,
+}
+
+/// The formats allowed for each kind.
+pub fn check_format(kind: UploadKind, format: &str) -> Result<(), String> {
+    let allowed: &[&str] = match kind {
+        UploadKind::Video => &["mp4"],
+        UploadKind::Gnss => &["gpx", "nmea"],
+        UploadKind::Frames => &["tar"],
+        UploadKind::Telemetry => &["ndjson"],
+    };
+    if allowed.contains(&format) {
+        Ok(())
+    } else {
+        Err(format!(
+            "format {format:?} is not accepted for kind {:?}; expected one of {allowed:?}",
+            kind.as_str()
+        ))
+    }
+}
+
+/// Validates a complete upload held in a local file. Blocking (probes media).
+pub fn validate_file(
+    path: &Path,
+    kind: UploadKind,
+    format: &str,
+    rules: Rules,
+) -> Result<Accepted, Rejection> {
+    match kind {
+        UploadKind::Video => {
+            let info = probe::probe_mp4(path)?;
+            Ok(Accepted {
+                media: Some(info),
+                ..Accepted::default()
+            })
+        }
+        UploadKind::Gnss => {
+            let bytes = read(path)?;
+            let fmt = TrackFormat::parse(format).ok_or_else(|| {
+                Rejection::new("bad_format", format!("unknown track format {format:?}"))
+            })?;
+            let points = parse_track(&bytes, fmt)?;
+            check_track(&points, rules)?;
+            Ok(Accepted {
+                gnss: points,
+                ..Accepted::default()
+            })
+        }
+        UploadKind::Telemetry => {
+            let bytes = read(path)?;
+            let samples = vss::parse_ndjson(&bytes)
+                .map_err(|e| Rejection::new(telemetry_code(e.code), e.to_string()))?;
+            check_telemetry(&samples, rules)?;
+            Ok(Accepted {
+                telemetry: samples,
+                ..Accepted::default()
+            })
+        }
+        UploadKind::Frames => validate_frames(path, rules),
+    }
+}
+
+fn telemetry_code(code: &str) -> &'static str {
+    match code {
+        "unknown_signal" => "unknown_signal",
+        "out_of_range" => "telemetry_out_of_range",
+        _ => "bad_telemetry",
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Rejection> {
+    std::fs::read(path)
+        .map_err(|e| Rejection::new("unreadable", format!("reading the upload: {e}")))
+}
+
+fn parse_track(bytes: &[u8], fmt: TrackFormat) -> Result<Vec<GnssPoint>, Rejection> {
+    track::parse(bytes, fmt).map_err(|e| {
+        Rejection::new(
+            "bad_track",
+            format!("{} track, {e}", fmt.as_str().to_uppercase()),
+        )
+    })
+}
+
+/// Great-circle distance in metres (haversine on a 6,371,008.8 m sphere).
+pub fn distance_m(a: &GnssPoint, b: &GnssPoint) -> f64 {
+    const R: f64 = 6_371_008.8;
+    let (la1, la2) = (a.lat.to_radians(), b.lat.to_radians());
+    let dlat = la2 - la1;
+    let dlon = (b.lon - a.lon).to_radians();
+    let h = (dlat / 2.0).sin().powi(2) + la1.cos() * la2.cos() * (dlon / 2.0).sin().powi(2);
+    2.0 * R * h.sqrt().asin()
+}
+
+/// The GNSS rules: in range, not at 0,0, time strictly increasing and not in
+/// the future, and no faster than a car can go between fixes.
+pub fn check_track(points: &[GnssPoint], rules: Rules) -> Result<(), Rejection> {
+    if points.is_empty() {
+        return Err(Rejection::new(
+            "empty_track",
+            "the track has no valid fixes",
+        ));
+    }
+    let latest = rules.now + rules.skew;
+    for (i, p) in points.iter().enumerate() {
+        let n = i + 1;
+        if !(-90.0..=90.0).contains(&p.lat) || !(-180.0..=180.0).contains(&p.lon) {
+            return Err(Rejection::new(
+                "coordinate_out_of_range",
+                format!("fix {n} at ({}, {}) is outside WGS84 ranges", p.lat, p.lon),
+            ));
+        }
+        if p.lat.abs() < 1e-6 && p.lon.abs() < 1e-6 {
+            return Err(Rejection::new(
+                "null_island",
+                format!("fix {n} is at 0,0: a receiver without a fix, not a position"),
+            ));
+        }
+        if p.ts > latest {
+            return Err(Rejection::new(
+                "future_timestamp",
+                format!(
+                    "fix {n} is timestamped {}, after the server's clock {} plus the allowed skew",
+                    p.ts.to_rfc3339(),
+                    rules.now.to_rfc3339()
+                ),
+            ));
+        }
+        if p.hdop.is_some_and(|h| h < 0.0) {
+            return Err(Rejection::new(
+                "bad_track",
+                format!("fix {n} has a negative HDOP"),
+            ));
+        }
+        if i > 0 {
+            let prev = &points[i - 1];
+            if p.ts <= prev.ts {
+                return Err(Rejection::new(
+                    "non_monotonic_timestamps",
+                    format!(
+                        "fix {n} at {} is not after fix {i} at {}",
+                        p.ts.to_rfc3339(),
+                        prev.ts.to_rfc3339()
+                    ),
+                ));
+            }
+            let dt = (p.ts - prev.ts).as_seconds_f64();
+            let speed = distance_m(prev, p) / dt;
+            if speed > rules.max_speed_mps {
+                return Err(Rejection::new(
+                    "implausible_speed",
+                    format!(
+                        "fixes {i} and {n} imply {:.0} km/h; the limit is {:.0} km/h",
+                        speed * 3.6,
+                        rules.max_speed_mps * 3.6
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Telemetry rules: not in the future, and each signal's time increasing.
+pub fn check_telemetry(samples: &[TelemetrySample], rules: Rules) -> Result<(), Rejection> {
+    if samples.is_empty() {
+        return Err(Rejection::new("bad_telemetry", "the batch has no samples"));
+    }
+    let latest = rules.now + rules.skew;
+    let mut last: std::collections::HashMap<&str, DateTime<Utc>> = Default::default();
+    for (i, s) in samples.iter().enumerate() {
+        let n = i + 1;
+        if s.ts > latest {
+            return Err(Rejection::new(
+                "future_timestamp",
+                format!(
+                    "sample {n} ({}) is timestamped {}, in the future",
+                    s.signal,
+                    s.ts.to_rfc3339()
+                ),
+            ));
+        }
+        if let Some(prev) = last.insert(&s.signal, s.ts)
+            && s.ts <= prev
+        {
+            return Err(Rejection::new(
+                "non_monotonic_timestamps",
+                format!(
+                    "sample {n}: {} at {} is not after its previous sample",
+                    s.signal,
+                    s.ts.to_rfc3339()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A frame bundle: a tar of `<unix_ms>.jpg` frames and one `track.gpx` or
+/// `track.nmea`.
+fn validate_frames(path: &Path, rules: Rules) -> Result<Accepted, Rejection> {
+    use std::io::Read;
+    let bad = |m: String| Rejection::new("bad_frames", m);
+    let file = std::fs::File::open(path).map_err(|e| bad(format!("opening the bundle: {e}")))?;
+    let mut archive = tar::Archive::new(file);
+    let mut frames = 0usize;
+    let mut track: Option<Vec<GnssPoint>> = None;
+    let entries = archive
+        .entries()
+        .map_err(|e| bad(format!("not a tar archive: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bad(format!("corrupt tar archive: {e}")))?;
+        let name = entry
+            .path()
+            .map_err(|e| bad(format!("bad entry name: {e}")))?
+            .to_string_lossy()
+            .into_owned();
+        let mut data = Vec::new();
+        entry
+            .read_to_end(&mut data)
+            .map_err(|e| bad(format!("{name}: truncated: {e}")))?;
+        let base = name.rsplit('/').next().unwrap_or(&name);
+        if let Some(stem) = base
+            .strip_suffix(".jpg")
+            .or_else(|| base.strip_suffix(".jpeg"))
+        {
+            let ms: i64 = stem
+                .parse()
+                .map_err(|_| bad(format!("{name}: frames must be named <unix_ms>.jpg")))?;
+            let ts = DateTime::from_timestamp_millis(ms)
+                .ok_or_else(|| bad(format!("{name}: timestamp out of range")))?;
+            if ts > rules.now + rules.skew {
+                return Err(Rejection::new(
+                    "future_timestamp",
+                    format!("{name} is timestamped {}, in the future", ts.to_rfc3339()),
+                ));
+            }
+            jpeg_dimensions(&data)
+                .map_err(|m| Rejection::new("corrupt_image", format!("{name}: {m}")))?;
+            frames += 1;
+        } else if let Some(fmt) = match base {
+            "track.gpx" => Some(TrackFormat::Gpx),
+            "track.nmea" => Some(TrackFormat::Nmea),
+            _ => None,
+        } {
+            let points = parse_track(&data, fmt)?;
+            check_track(&points, rules)?;
+            track = Some(points);
+        } else {
+            return Err(bad(format!(
+                "unexpected entry {name:?}: only <unix_ms>.jpg and track.gpx/track.nmea"
+            )));
+        }
+    }
+    let gnss = track.ok_or_else(|| bad("the bundle has no track.gpx or track.nmea".into()))?;
+    if frames == 0 {
+        return Err(bad("the bundle has no frames".into()));
+    }
+    Ok(Accepted {
+        gnss,
+        telemetry: Vec::new(),
+        media: Some(serde_json::json!({ "frames": frames })),
+    })
+}
+
+/// Width and height from a JPEG's start-of-frame marker, checking structure.
+pub fn jpeg_dimensions(data: &[u8]) -> Result<(u16, u16), String> {
+    if data.len() < 4 || data[0..2] != [0xFF, 0xD8] {
+        return Err("not a JPEG (no start-of-image marker)".into());
+    }
+    let mut i = 2;
+    while i + 4 <= data.len() {
+        if data[i] != 0xFF {
+            return Err(format!("corrupt JPEG: expected a marker at byte {i}"));
+        }
+        let marker = data[i + 1];
+        if marker == 0xFF {
+            i += 1;
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([data[i + 2], data[i + 3]]));
+        if len < 2 || i + 2 + len > data.len() {
+            return Err("corrupt JPEG: a segment runs past the end (truncated?)".into());
+        }
+        // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
+        if (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker) {
+            if len < 7 {
+                return Err("corrupt JPEG: short frame header".into());
+            }
+            let h = u16::from_be_bytes([data[i + 5], data[i + 6]]);
+            let w = u16::from_be_bytes([data[i + 7], data[i + 8]]);
+            if w == 0 || h == 0 {
+                return Err("JPEG has zero width or height".into());
+            }
+            if !data.ends_with(&[0xFF, 0xD9]) {
+                return Err("JPEG is truncated (no end-of-image marker)".into());
+            }
+            return Ok((w, h));
+        }
+        i += 2 + len;
+    }
+    Err("corrupt JPEG: no frame header".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn rules() -> Rules {
+        Rules {
+            now: Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap(),
+            skew: Duration::seconds(120),
+            max_speed_mps: 90.0,
+        }
+    }
+
+    fn point(sec: i64, lat: f64, lon: f64) -> GnssPoint {
+        GnssPoint {
+            ts: Utc.with_ymd_and_hms(2026, 11, 1, 11, 0, 0).unwrap() + Duration::seconds(sec),
+            lat,
+            lon,
+            alt: None,
+            speed: None,
+            heading: None,
+            hdop: Some(1.0),
+        }
+    }
+
+    #[test]
+    fn plausible_track_passes() {
+        let t = [point(0, 60.17, 24.94), point(1, 60.1701, 24.94)];
+        assert!(check_track(&t, rules()).is_ok());
+    }
+
+    #[test]
+    fn null_island_is_refused() {
+        let t = [point(0, 0.0, 0.0)];
+        assert_eq!(check_track(&t, rules()).unwrap_err().code, "null_island");
+    }
+
+    #[test]
+    fn future_fix_is_refused() {
+        let t = [point(3 * 3600, 60.17, 24.94)];
+        assert_eq!(
+            check_track(&t, rules()).unwrap_err().code,
+            "future_timestamp"
+        );
+    }
+
+    #[test]
+    fn teleport_is_refused() {
+        // Helsinki to Tampere (~160 km) in one second.
+        let t = [point(0, 60.17, 24.94), point(1, 61.50, 23.76)];
+        assert_eq!(
+            check_track(&t, rules()).unwrap_err().code,
+            "implausible_speed"
+        );
+    }
+
+    #[test]
+    fn time_going_backwards_is_refused() {
+        let t = [point(5, 60.17, 24.94), point(4, 60.17, 24.94)];
+        assert_eq!(
+            check_track(&t, rules()).unwrap_err().code,
+            "non_monotonic_timestamps"
+        );
+    }
+
+    #[test]
+    fn distance_matches_a_known_value() {
+        // One degree of latitude is ~111.2 km on the mean sphere.
+        let d = distance_m(&point(0, 60.0, 25.0), &point(1, 61.0, 25.0));
+        assert!((d - 111_195.0).abs() < 10.0, "{d}");
+    }
+
+    #[test]
+    fn truncated_jpeg_is_refused() {
+        assert!(jpeg_dimensions(&[0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x40]).is_err());
+        assert!(jpeg_dimensions(b"GIF89a").is_err());
+    }
+}

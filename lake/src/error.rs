@@ -1,0 +1,52 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the lake, with the table or path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The data location given by the user cannot be used.
+    #[error("invalid data location {location:?}: {reason}")]
+    InvalidLocation { location: String, reason: String },
+
+    /// A Delta table could not be opened, created, read or written.
+    #[error("table {table}: {source}")]
+    Delta {
+        table: &'static str,
+        #[source]
+        source: deltalake::DeltaTableError,
+    },
+
+    /// A blob could not be read or written.
+    #[error("blob {key}: {source}")]
+    Blob {
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+
+    /// An Arrow array or batch could not be built or read.
+    #[error("arrow: {0}")]
+    Arrow(#[from] deltalake::arrow::error::ArrowError),
+
+    /// A SQL query failed to plan or run (usually a mistake in the query).
+    #[error("{0}")]
+    Query(#[from] deltalake::datafusion::error::DataFusionError),
+
+    /// A coordinate cannot be placed on the H3 grid.
+    #[error("coordinate ({lat}, {lon}) is not on the grid: {reason}")]
+    Grid { lat: f64, lon: f64, reason: String },
+
+    /// A local file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Stored data broke an invariant `lake` itself keeps: likely a bug.
+    #[error("internal error, likely a bug: {0}")]
+    Internal(String),
+}
+
+/// `Result` with the lake's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,32 @@
+//! hexroad's tables.
+//!
+//! `lake` owns the Arrow schemas of every table, stores them as Delta Lake
+//! tables under `<store>/tables/<name>` on any `object_store` location (a local
+//! folder by default), keeps raw blobs beside them, and builds the DataFusion
+//! session that analysts and the other crates query.
+//!
+//! Writes that belong to one upload are made idempotent here: appending the
+//! same upload twice adds nothing, and a crash between two tables' commits is
+//! repaired by simply appending again. See [`Lake::commit_upload`].
+
+mod error;
+pub mod grid;
+mod ids;
+mod records;
+pub mod schema;
+mod sql;
+mod store;
+pub mod wire;
+
+pub use error::{Error, Result};
+pub use ids::{ContributorId, DeviceId, UploadId};
+pub use records::{
+    DeviceRecord, DeviceStatus, GnssPoint, TelemetrySample, UploadKind, UploadRecord, UploadStatus,
+};
+pub use schema::TableName;
+pub use sql::{OutputFormat, QueryOutput, render_batches};
+pub use store::{CommitOutcome, Lake, UploadSummary, root_url};
+
+/// The store crates, as `lake` uses them, so every crate names one version.
+pub use deltalake::{arrow, datafusion};
+pub use object_store;

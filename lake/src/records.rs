@@ -1,0 +1,162 @@
+//! The rows the ingest side writes, as Rust values before they become Arrow.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{ContributorId, DeviceId, UploadId};
+
+/// Whether a device may still upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceStatus {
+    Active,
+    Revoked,
+}
+
+impl DeviceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "revoked" => Some(Self::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// One row of `devices`: the table is an append-only log of registrations and
+/// status changes, and a device's current state is its latest row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub device_id: DeviceId,
+    pub contributor_id: ContributorId,
+    pub make: String,
+    pub model: String,
+    pub status: DeviceStatus,
+    /// When this row was written (registration or status change).
+    pub changed_at: DateTime<Utc>,
+    /// When the device first registered.
+    pub registered_at: DateTime<Utc>,
+}
+
+/// What a device uploaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadKind {
+    /// Dashcam video, MP4 with H.264.
+    Video,
+    /// A GNSS track, GPX 1.1 or NMEA 0183.
+    Gnss,
+    /// A tar bundle of JPEG frames with a GNSS track.
+    Frames,
+    /// NDJSON of COVESA VSS signals.
+    Telemetry,
+}
+
+impl UploadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Video => "video",
+            Self::Gnss => "gnss",
+            Self::Frames => "frames",
+            Self::Telemetry => "telemetry",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "video" => Some(Self::Video),
+            "gnss" => Some(Self::Gnss),
+            "frames" => Some(Self::Frames),
+            "telemetry" => Some(Self::Telemetry),
+            _ => None,
+        }
+    }
+}
+
+/// What became of an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadStatus {
+    /// Validated; its rows are in the tables and its blob under `raw/`.
+    Accepted,
+    /// The same bytes were already accepted from another device: kept for
+    /// fraud review, but none of its rows are added again.
+    Duplicate,
+    /// Failed validation; `reject_reason` says why. Nothing else was stored.
+    Rejected,
+}
+
+impl UploadStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Duplicate => "duplicate",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "accepted" => Some(Self::Accepted),
+            "duplicate" => Some(Self::Duplicate),
+            "rejected" => Some(Self::Rejected),
+            _ => None,
+        }
+    }
+}
+
+/// One row of `uploads`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub upload_id: UploadId,
+    pub device_id: DeviceId,
+    pub contributor_id: ContributorId,
+    pub kind: UploadKind,
+    /// The file format inside the kind: `mp4`, `gpx`, `nmea`, `tar`, `ndjson`.
+    pub format: String,
+    /// Groups the uploads of one drive (video, its track, its telemetry).
+    pub drive_id: Option<String>,
+    pub bytes: u64,
+    /// Lowercase hex sha256 of the whole upload.
+    pub sha256: String,
+    /// Where the raw bytes are kept (`raw/<device>/<upload>`); empty if rejected.
+    pub object_key: String,
+    pub received_at: DateTime<Utc>,
+    pub status: UploadStatus,
+    /// Machine-readable code and message, for rejected and duplicate uploads.
+    pub reject_reason: Option<String>,
+    /// For duplicates: the upload that first carried these bytes.
+    pub duplicate_of: Option<UploadId>,
+    /// Media details probed at ingest (duration, codec, size) as JSON.
+    pub media: Option<String>,
+}
+
+/// One GNSS fix.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GnssPoint {
+    pub ts: DateTime<Utc>,
+    pub lat: f64,
+    pub lon: f64,
+    pub alt: Option<f64>,
+    /// Metres per second over ground.
+    pub speed: Option<f64>,
+    /// Degrees clockwise from true north.
+    pub heading: Option<f64>,
+    pub hdop: Option<f64>,
+}
+
+/// One vehicle signal sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TelemetrySample {
+    pub ts: DateTime<Utc>,
+    /// A COVESA VSS path, e.g. `Vehicle.Speed`.
+    pub signal: String,
+    pub value: f64,
+}

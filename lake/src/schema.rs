@@ -1,0 +1,253 @@
+//! The Arrow schemas of hexroad's tables, and how rows become record batches.
+//!
+//! Two views of each schema exist: the one analysts see (`cell` is `UInt64`, as
+//! H3 indexes are) and the one stored in Delta, which has no unsigned types
+//! (`cell` is `Int64` there; the value is the same because H3 never sets bit 63).
+
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use crate::DeviceId;
+use crate::grid;
+use crate::{DeviceRecord, GnssPoint, Result, TelemetrySample, UploadId, UploadRecord};
+
+/// The tables `lake` owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TableName {
+    Devices,
+    Uploads,
+    Gnss,
+    Telemetry,
+}
+
+impl TableName {
+    pub const ALL: [TableName; 4] = [Self::Devices, Self::Uploads, Self::Gnss, Self::Telemetry];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Devices => "devices",
+            Self::Uploads => "uploads",
+            Self::Gnss => "gnss",
+            Self::Telemetry => "telemetry",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn utf8(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Utf8, nullable)
+}
+
+fn f64_field(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Float64, nullable)
+}
+
+/// The schema as stored in Delta.
+pub fn stored_schema(table: TableName) -> SchemaRef {
+    let fields = match table {
+        TableName::Devices => vec![
+            utf8("device_id", false),
+            utf8("contributor_id", false),
+            utf8("make", false),
+            utf8("model", false),
+            utf8("status", false),
+            Field::new("registered_at", ts(), false),
+            Field::new("changed_at", ts(), false),
+        ],
+        TableName::Uploads => vec![
+            utf8("upload_id", false),
+            utf8("device_id", false),
+            utf8("contributor_id", false),
+            utf8("kind", false),
+            utf8("format", false),
+            utf8("drive_id", true),
+            Field::new("bytes", DataType::Int64, false),
+            utf8("sha256", false),
+            utf8("object_key", false),
+            Field::new("received_at", ts(), false),
+            utf8("status", false),
+            utf8("reject_reason", true),
+            utf8("duplicate_of", true),
+            utf8("media", true),
+        ],
+        TableName::Gnss => vec![
+            utf8("upload_id", false),
+            utf8("device_id", false),
+            Field::new("ts", ts(), false),
+            f64_field("lat", false),
+            f64_field("lon", false),
+            f64_field("alt", true),
+            f64_field("speed", true),
+            f64_field("heading", true),
+            f64_field("hdop", true),
+            Field::new("cell", DataType::Int64, false),
+        ],
+        TableName::Telemetry => vec![
+            utf8("upload_id", false),
+            utf8("device_id", false),
+            Field::new("ts", ts(), false),
+            utf8("signal", false),
+            f64_field("value", false),
+        ],
+    };
+    Arc::new(Schema::new(fields))
+}
+
+/// The schema analysts and the other crates see: H3 cells as `UInt64`.
+pub fn schema(table: TableName) -> SchemaRef {
+    let stored = stored_schema(table);
+    let fields: Vec<Field> = stored
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.name() == "cell" {
+                Field::new("cell", DataType::UInt64, f.is_nullable())
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+fn micros(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn ts_array(values: impl IntoIterator<Item = i64>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from_iter_values(values).with_timezone("UTC"))
+}
+
+fn repeat_str(value: &str, n: usize) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(std::iter::repeat_n(value, n)))
+}
+
+pub(crate) fn devices_batch(rows: &[DeviceRecord]) -> Result<RecordBatch> {
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.device_id.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.contributor_id.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.make.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.model.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.status.as_str()),
+        )),
+        ts_array(rows.iter().map(|r| micros(r.registered_at))),
+        ts_array(rows.iter().map(|r| micros(r.changed_at))),
+    ];
+    Ok(RecordBatch::try_new(
+        stored_schema(TableName::Devices),
+        cols,
+    )?)
+}
+
+pub(crate) fn uploads_batch(rows: &[UploadRecord]) -> Result<RecordBatch> {
+    let opt = |f: fn(&UploadRecord) -> Option<String>| -> ArrayRef {
+        Arc::new(rows.iter().map(f).collect::<StringArray>())
+    };
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.upload_id.to_string()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.device_id.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.contributor_id.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.kind.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.format.as_str()),
+        )),
+        opt(|r| r.drive_id.clone()),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter()
+                .map(|r| i64::try_from(r.bytes).unwrap_or(i64::MAX)),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.sha256.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.object_key.as_str()),
+        )),
+        ts_array(rows.iter().map(|r| micros(r.received_at))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.status.as_str()),
+        )),
+        opt(|r| r.reject_reason.clone()),
+        opt(|r| r.duplicate_of.map(|u| u.to_string())),
+        opt(|r| r.media.clone()),
+    ];
+    Ok(RecordBatch::try_new(
+        stored_schema(TableName::Uploads),
+        cols,
+    )?)
+}
+
+pub(crate) fn gnss_batch(
+    upload: UploadId,
+    device: &DeviceId,
+    points: &[GnssPoint],
+) -> Result<RecordBatch> {
+    let n = points.len();
+    let cells = points
+        .iter()
+        .map(|p| grid::cell_at(p.lat, p.lon).map(grid::cell_to_stored))
+        .collect::<Result<Vec<_>>>()?;
+    let cols: Vec<ArrayRef> = vec![
+        repeat_str(&upload.to_string(), n),
+        repeat_str(device.as_str(), n),
+        ts_array(points.iter().map(|p| micros(p.ts))),
+        Arc::new(Float64Array::from_iter_values(points.iter().map(|p| p.lat))),
+        Arc::new(Float64Array::from_iter_values(points.iter().map(|p| p.lon))),
+        Arc::new(points.iter().map(|p| p.alt).collect::<Float64Array>()),
+        Arc::new(points.iter().map(|p| p.speed).collect::<Float64Array>()),
+        Arc::new(points.iter().map(|p| p.heading).collect::<Float64Array>()),
+        Arc::new(points.iter().map(|p| p.hdop).collect::<Float64Array>()),
+        Arc::new(Int64Array::from(cells)),
+    ];
+    Ok(RecordBatch::try_new(stored_schema(TableName::Gnss), cols)?)
+}
+
+pub(crate) fn telemetry_batch(
+    upload: UploadId,
+    device: &DeviceId,
+    samples: &[TelemetrySample],
+) -> Result<RecordBatch> {
+    let n = samples.len();
+    let cols: Vec<ArrayRef> = vec![
+        repeat_str(&upload.to_string(), n),
+        repeat_str(device.as_str(), n),
+        ts_array(samples.iter().map(|s| micros(s.ts))),
+        Arc::new(StringArray::from_iter_values(
+            samples.iter().map(|s| s.signal.as_str()),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            samples.iter().map(|s| s.value),
+        )),
+    ];
+    Ok(RecordBatch::try_new(
+        stored_schema(TableName::Telemetry),
+        cols,
+    )?)
+}

@@ -1,0 +1,455 @@
+//! The lake on an object store: Delta tables, raw blobs, and the idempotent
+//! commit of one upload's rows.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use deltalake::arrow::array::{Array, AsArray, RecordBatch};
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::kernel::StructType;
+use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder, ObjectStore};
+use tracing::{debug, info};
+use url::Url;
+
+use crate::schema::{self, TableName};
+use crate::{
+    DeviceId, DeviceRecord, DeviceStatus, Error, GnssPoint, Result, TelemetrySample, UploadId,
+    UploadRecord, UploadStatus,
+};
+
+/// What [`Lake::commit_upload`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommitOutcome {
+    /// The upload's rows were written now; the record is what was stored
+    /// (its status may have become `Duplicate`).
+    Committed(UploadRecord),
+    /// This upload, or the same bytes from the same device, was already
+    /// stored; nothing was added. Carries the stored upload's summary.
+    AlreadyStored(UploadSummary),
+}
+
+/// What the lake remembers of each stored upload without reading the table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadSummary {
+    pub upload_id: UploadId,
+    pub device_id: DeviceId,
+    pub sha256: String,
+    pub bytes: u64,
+    pub status: UploadStatus,
+    pub reject_reason: Option<String>,
+}
+
+impl From<&UploadRecord> for UploadSummary {
+    fn from(r: &UploadRecord) -> Self {
+        Self {
+            upload_id: r.upload_id,
+            device_id: r.device_id.clone(),
+            sha256: r.sha256.clone(),
+            bytes: r.bytes,
+            status: r.status,
+            reject_reason: r.reject_reason.clone(),
+        }
+    }
+}
+
+/// Which uploads each table already holds rows of, rebuilt from the tables
+/// at open. This is what makes appends idempotent without rescanning.
+#[derive(Default)]
+struct Index {
+    uploads: HashMap<UploadId, UploadSummary>,
+    gnss: HashSet<UploadId>,
+    telemetry: HashSet<UploadId>,
+    accepted_by_sha: HashMap<String, UploadId>,
+}
+
+/// hexroad's tables and blobs at one location.
+///
+/// One `Lake` per process writes the tables: commits go through a single lock,
+/// and Delta's optimistic concurrency keeps readers (DataFusion, Python, Spark)
+/// consistent with whatever version they open.
+pub struct Lake {
+    root: Url,
+    blobs: Arc<dyn ObjectStore>,
+    tables: [tokio::sync::Mutex<DeltaTable>; 4],
+    index: Mutex<Index>,
+    commit_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lake")
+            .field("root", &self.root.as_str())
+            .finish()
+    }
+}
+
+/// Turns `./data`, `/abs/path` or `s3://bucket/prefix` into the root URL,
+/// creating a local folder if needed.
+pub fn root_url(location: &str) -> Result<Url> {
+    let url = deltalake::ensure_table_uri(location).map_err(|e| Error::InvalidLocation {
+        location: location.to_owned(),
+        reason: e.to_string(),
+    })?;
+    // `join` treats the last segment as a file unless the URL ends in '/'.
+    if url.path().ends_with('/') {
+        Ok(url)
+    } else {
+        let mut url = url;
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+        Ok(url)
+    }
+}
+
+impl Lake {
+    /// Opens (creating where missing) every table at `location`.
+    pub async fn open(location: &str) -> Result<Self> {
+        let root = root_url(location)?;
+        let blobs = DeltaTableBuilder::from_url(root.clone())
+            .and_then(|b| b.build_storage())
+            .map_err(|e| Error::InvalidLocation {
+                location: location.to_owned(),
+                reason: e.to_string(),
+            })?
+            .root_object_store(None);
+        let mut tables = Vec::with_capacity(4);
+        for name in TableName::ALL {
+            tables.push(tokio::sync::Mutex::new(open_or_create(&root, name).await?));
+        }
+        let tables: [tokio::sync::Mutex<DeltaTable>; 4] = tables
+            .try_into()
+            .map_err(|_| Error::Internal("four tables expected".into()))?;
+        let lake = Self {
+            root,
+            blobs,
+            tables,
+            index: Mutex::new(Index::default()),
+            commit_lock: tokio::sync::Mutex::new(()),
+        };
+        lake.rebuild_index().await?;
+        info!(root = %lake.root, "lake open");
+        Ok(lake)
+    }
+
+    /// The root URL of the lake (`file:///…/data/`, `s3://…/`).
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// The object store rooted at the lake's location; blobs live under `raw/`.
+    pub fn blobs(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.blobs)
+    }
+
+    /// The Delta table location of `table`.
+    pub fn table_url(&self, table: TableName) -> Url {
+        table_url(&self.root, table)
+    }
+
+    async fn rebuild_index(&self) -> Result<()> {
+        let ctx = self.session().await?;
+        let mut index = Index::default();
+        let uploads = ctx
+            .sql("SELECT upload_id, device_id, sha256, status, reject_reason, bytes FROM uploads")
+            .await?
+            .collect()
+            .await?;
+        for batch in &uploads {
+            for summary in summaries(batch)? {
+                if summary.status == UploadStatus::Accepted {
+                    index
+                        .accepted_by_sha
+                        .insert(summary.sha256.clone(), summary.upload_id);
+                }
+                index.uploads.insert(summary.upload_id, summary);
+            }
+        }
+        for (table, set) in [
+            ("gnss", &mut index.gnss),
+            ("telemetry", &mut index.telemetry),
+        ] {
+            let batches = ctx
+                .sql(&format!("SELECT DISTINCT upload_id FROM {table}"))
+                .await?
+                .collect()
+                .await?;
+            for batch in &batches {
+                for id in batch.column(0).as_string::<i32>().iter().flatten() {
+                    set.insert(parse_upload_id(id)?);
+                }
+            }
+        }
+        debug!(uploads = index.uploads.len(), "lake index rebuilt");
+        *self.lock_index() = index;
+        Ok(())
+    }
+
+    fn lock_index(&self) -> std::sync::MutexGuard<'_, Index> {
+        // A panic while holding the lock cannot leave the index half-updated
+        // (each update is one insert), so a poisoned lock is still usable.
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What is stored of `upload`, if anything.
+    pub fn upload_summary(&self, upload: UploadId) -> Option<UploadSummary> {
+        self.lock_index().uploads.get(&upload).cloned()
+    }
+
+    /// Appends rows to one table in one Delta commit.
+    async fn append(&self, table: TableName, batch: RecordBatch) -> Result<()> {
+        let mut guard = self.tables[table.index()].lock().await;
+        let current = guard.clone();
+        let updated = current
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Append)
+            .await
+            .map_err(|source| Error::Delta {
+                table: table.as_str(),
+                source,
+            })?;
+        *guard = updated;
+        Ok(())
+    }
+
+    /// Appends a registration or status change to `devices`.
+    pub async fn record_device(&self, record: &DeviceRecord) -> Result<()> {
+        let batch = schema::devices_batch(std::slice::from_ref(record))?;
+        self.append(TableName::Devices, batch).await
+    }
+
+    /// Every device's current state (its latest row in `devices`).
+    pub async fn devices(&self) -> Result<Vec<DeviceRecord>> {
+        let ctx = self.session().await?;
+        let batches = ctx
+            .sql(
+                "SELECT device_id, contributor_id, make, model, status, \
+                 registered_at, changed_at FROM devices ORDER BY changed_at",
+            )
+            .await?
+            .collect()
+            .await?;
+        let mut latest: HashMap<DeviceId, DeviceRecord> = HashMap::new();
+        for batch in &batches {
+            for record in device_records(batch)? {
+                latest.insert(record.device_id.clone(), record);
+            }
+        }
+        let mut out: Vec<_> = latest.into_values().collect();
+        out.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        Ok(out)
+    }
+
+    /// Stores one upload's rows: GNSS and telemetry first, the `uploads` row
+    /// last, each in its own Delta commit.
+    ///
+    /// Idempotent: rows already present for this upload id are not written
+    /// again, so a crash between commits is repaired by calling this again,
+    /// and a retried upload adds nothing. An accepted upload whose bytes were
+    /// already accepted from the *same* device is the same upload sent twice
+    /// and adds nothing; from *another* device it is stored as a `Duplicate`
+    /// (for fraud review) without its rows.
+    pub async fn commit_upload(
+        &self,
+        mut record: UploadRecord,
+        gnss: &[GnssPoint],
+        telemetry: &[TelemetrySample],
+    ) -> Result<CommitOutcome> {
+        let _serial = self.commit_lock.lock().await;
+        let id = record.upload_id;
+        let (stored, first_with_these_bytes, has_gnss, has_telemetry) = {
+            let index = self.lock_index();
+            let first = index
+                .accepted_by_sha
+                .get(&record.sha256)
+                .and_then(|first| index.uploads.get(first))
+                .cloned();
+            (
+                index.uploads.get(&id).cloned(),
+                first,
+                index.gnss.contains(&id),
+                index.telemetry.contains(&id),
+            )
+        };
+        if let Some(stored) = stored {
+            return Ok(CommitOutcome::AlreadyStored(stored));
+        }
+        if record.status == UploadStatus::Accepted {
+            if let Some(first) = first_with_these_bytes.filter(|f| f.upload_id != id) {
+                if first.device_id == record.device_id && !has_gnss && !has_telemetry {
+                    return Ok(CommitOutcome::AlreadyStored(first));
+                }
+                record.status = UploadStatus::Duplicate;
+                record.duplicate_of = Some(first.upload_id);
+                record.reject_reason = Some(format!(
+                    "duplicate_content: the same bytes were uploaded as {} by device {}",
+                    first.upload_id, first.device_id
+                ));
+            }
+        }
+        if record.status == UploadStatus::Accepted {
+            if !gnss.is_empty() && !has_gnss {
+                let batch = schema::gnss_batch(id, &record.device_id, gnss)?;
+                self.append(TableName::Gnss, batch).await?;
+                self.lock_index().gnss.insert(id);
+            }
+            if !telemetry.is_empty() && !has_telemetry {
+                let batch = schema::telemetry_batch(id, &record.device_id, telemetry)?;
+                self.append(TableName::Telemetry, batch).await?;
+                self.lock_index().telemetry.insert(id);
+            }
+        }
+        self.append(
+            TableName::Uploads,
+            schema::uploads_batch(std::slice::from_ref(&record))?,
+        )
+        .await?;
+        let mut index = self.lock_index();
+        if record.status == UploadStatus::Accepted {
+            index.accepted_by_sha.insert(record.sha256.clone(), id);
+        }
+        index.uploads.insert(id, UploadSummary::from(&record));
+        Ok(CommitOutcome::Committed(record))
+    }
+
+    /// A DataFusion session with every table registered under its name, at
+    /// the latest committed version. `gnss.cell` is presented as `UInt64`.
+    pub async fn session(&self) -> Result<SessionContext> {
+        let ctx = SessionContext::new();
+        self.register_tables(&ctx).await?;
+        Ok(ctx)
+    }
+
+    /// Registers every table, freshly loaded, in an existing session.
+    pub async fn register_tables(&self, ctx: &SessionContext) -> Result<()> {
+        for name in TableName::ALL {
+            let mut table = self.tables[name.index()].lock().await.clone();
+            table.update_state().await.map_err(|source| Error::Delta {
+                table: name.as_str(),
+                source,
+            })?;
+            table
+                .update_datafusion_session(&ctx.state())
+                .map_err(|source| Error::Delta {
+                    table: name.as_str(),
+                    source,
+                })?;
+            let provider = table.table_provider().await?;
+            let frame = ctx.read_table(provider)?;
+            let public = schema::schema(name);
+            let exprs: Vec<_> = public
+                .fields()
+                .iter()
+                .map(|f| {
+                    deltalake::datafusion::prelude::cast(
+                        deltalake::datafusion::prelude::col(f.name()),
+                        f.data_type().clone(),
+                    )
+                    .alias(f.name())
+                })
+                .collect();
+            let view = frame.select(exprs)?.into_view();
+            ctx.register_table(name.as_str(), view)?;
+        }
+        Ok(())
+    }
+}
+
+fn table_url(root: &Url, table: TableName) -> Url {
+    // Joining a fixed relative path onto a directory URL cannot fail.
+    root.join(&format!("tables/{}/", table.as_str()))
+        .unwrap_or_else(|_| root.clone())
+}
+
+async fn open_or_create(root: &Url, name: TableName) -> Result<DeltaTable> {
+    let url = table_url(root, name);
+    let delta_err = |source| Error::Delta {
+        table: name.as_str(),
+        source,
+    };
+    let table = DeltaTable::try_from_url(url).await.map_err(delta_err)?;
+    if table.version().is_some() {
+        return Ok(table);
+    }
+    let columns = StructType::try_from_arrow(schema::stored_schema(name).as_ref())
+        .map_err(|e| Error::Internal(format!("schema of {}: {e}", name.as_str())))?;
+    info!(table = name.as_str(), "creating table");
+    table
+        .create()
+        .with_table_name(name.as_str())
+        .with_columns(columns.fields().cloned())
+        .with_save_mode(SaveMode::Ignore)
+        .await
+        .map_err(delta_err)
+}
+
+fn parse_upload_id(s: &str) -> Result<UploadId> {
+    s.parse()
+        .map_err(|e| Error::Internal(format!("stored upload id {s:?} is not a UUID: {e}")))
+}
+
+fn string_col<'a>(batch: &'a RecordBatch, i: usize) -> &'a deltalake::arrow::array::StringArray {
+    batch.column(i).as_string::<i32>()
+}
+
+fn summaries(batch: &RecordBatch) -> Result<Vec<UploadSummary>> {
+    let (ids, devices, shas, statuses, reasons) = (
+        string_col(batch, 0),
+        string_col(batch, 1),
+        string_col(batch, 2),
+        string_col(batch, 3),
+        string_col(batch, 4),
+    );
+    let bytes = batch
+        .column(5)
+        .as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+    (0..batch.num_rows())
+        .map(|i| {
+            Ok(UploadSummary {
+                bytes: u64::try_from(bytes.value(i)).unwrap_or_default(),
+                upload_id: parse_upload_id(ids.value(i))?,
+                device_id: devices.value(i).parse().map_err(Error::Internal)?,
+                sha256: shas.value(i).to_owned(),
+                status: UploadStatus::parse(statuses.value(i)).ok_or_else(|| {
+                    Error::Internal(format!("unknown upload status {:?}", statuses.value(i)))
+                })?,
+                reject_reason: (!reasons.is_null(i)).then(|| reasons.value(i).to_owned()),
+            })
+        })
+        .collect()
+}
+
+fn device_records(batch: &RecordBatch) -> Result<Vec<DeviceRecord>> {
+    use deltalake::arrow::datatypes::TimestampMicrosecondType;
+    let ts = |i: usize| batch.column(i).as_primitive::<TimestampMicrosecondType>();
+    let (registered, changed) = (ts(5), ts(6));
+    let time = |v: i64| {
+        chrono::DateTime::from_timestamp_micros(v)
+            .ok_or_else(|| Error::Internal(format!("timestamp {v} out of range")))
+    };
+    (0..batch.num_rows())
+        .map(|i| {
+            Ok(DeviceRecord {
+                device_id: string_col(batch, 0)
+                    .value(i)
+                    .parse()
+                    .map_err(Error::Internal)?,
+                contributor_id: string_col(batch, 1)
+                    .value(i)
+                    .parse()
+                    .map_err(Error::Internal)?,
+                make: string_col(batch, 2).value(i).to_owned(),
+                model: string_col(batch, 3).value(i).to_owned(),
+                status: DeviceStatus::parse(string_col(batch, 4).value(i)).ok_or_else(|| {
+                    Error::Internal(format!(
+                        "unknown device status {:?}",
+                        string_col(batch, 4).value(i)
+                    ))
+                })?,
+                registered_at: time(registered.value(i))?,
+                changed_at: time(changed.value(i))?,
+            })
+        })
+        .collect()
+}
