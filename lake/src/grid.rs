@@ -36,13 +36,16 @@ pub fn cell_to_stored(cell: CellIndex) -> i64 {
 mod tests {
     use super::*;
 
-    /// The H3 C library's README example: `latLngToCell(37.3615593,
-    /// -122.0553238, 9)` is 0x8928308280fffff.
+    /// Reference values from the H3 C library (4.x, through the `h3`
+    /// Python bindings): `latLngToCell` at resolutions 15 and 9.
     #[test]
     fn matches_the_c_reference() {
         let cell = cell_at(37.3615593, -122.0553238).unwrap();
+        assert_eq!(u64::from(cell), 0x08f2_8347_0d92_1c65);
         let parent = cell.parent(Resolution::Nine).unwrap();
-        assert_eq!(u64::from(parent), 0x0892_8308_280f_ffff);
+        assert_eq!(u64::from(parent), 0x0892_8347_0d93_ffff);
+        let helsinki = cell_at(60.1699, 24.9384).unwrap();
+        assert_eq!(u64::from(helsinki), 0x08f1_126d_338d_c98e);
     }
 
     #[test]

@@ -364,6 +364,11 @@ fn table_url(root: &Url, table: TableName) -> Url {
 
 async fn open_or_create(root: &Url, name: TableName) -> Result<DeltaTable> {
     let url = table_url(root, name);
+    if url.scheme() == "file"
+        && let Ok(path) = url.to_file_path()
+    {
+        std::fs::create_dir_all(&path).map_err(|source| Error::Io { path, source })?;
+    }
     let delta_err = |source| Error::Delta {
         table: name.as_str(),
         source,
