@@ -69,7 +69,12 @@ fn main() -> ExitCode {
 
 fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // hexroad's own crates at info, dependencies (the Delta kernel is chatty) at warn.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(
+            "warn,hexroad=info,hexroad_lake=info,hexroad_ingest=info,hexroad_dashcam_sim=info",
+        )
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

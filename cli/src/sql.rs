@@ -21,7 +21,7 @@ pub async fn run(args: Args) -> Result<()> {
     let lake = Lake::open(&args.data)
         .await
         .with_context(|| format!("opening data location {}", args.data))?;
-    let output = lake.query(&args.query).await.context("query failed")?;
+    let output = lake.query(&args.query).await?;
     let text = render_batches(&output.batches, args.format)?;
     std::io::stdout().write_all(text.as_bytes())?;
     Ok(())

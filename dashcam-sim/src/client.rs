@@ -21,6 +21,8 @@ use crate::device::DeviceKey;
 pub struct Stats {
     pub bytes_sent: AtomicU64,
     pub bytes_resent: AtomicU64,
+    /// Bytes put on the wire by requests that were then cut.
+    pub bytes_sent_before_cuts: AtomicU64,
     pub retries: AtomicU64,
     pub cuts: AtomicU64,
     pub replays_refused: AtomicU64,
@@ -296,6 +298,9 @@ impl DeviceClient<'_> {
                     // Cut, conflict, or a server that went away: ask where we are.
                     if cut_at.is_some() {
                         self.stats.cuts.fetch_add(1, Ordering::Relaxed);
+                        self.stats
+                            .bytes_sent_before_cuts
+                            .fetch_add(sent_now, Ordering::Relaxed);
                     }
                     let head = self.send(Method::HEAD, &location, &[], None).await?;
                     if !head.status.is_success() {
@@ -345,18 +350,20 @@ impl DeviceClient<'_> {
         let req = match cut_at {
             None => req.body(chunk),
             Some(at) => {
-                // Send part of the body, then fail the stream: the connection
-                // is cut mid-request, as on a flaky mobile link.
+                // Send part of the body, let it reach the wire, then fail the
+                // stream: the link drops mid-request, as on a flaky mobile link.
+                use futures::StreamExt as _;
                 let head = chunk.slice(..at);
-                let parts: Vec<Result<Bytes, std::io::Error>> = vec![
-                    Ok(head),
+                let sent = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(head) });
+                let cut = futures::stream::once(async {
+                    tokio::time::sleep(Duration::from_millis(30)).await;
                     Err(std::io::Error::new(
                         std::io::ErrorKind::ConnectionReset,
                         "simulated cut",
-                    )),
-                ];
+                    ))
+                });
                 req.header("content-length", chunk.len().to_string())
-                    .body(reqwest::Body::wrap_stream(futures::stream::iter(parts)))
+                    .body(reqwest::Body::wrap_stream(sent.chain(cut)))
             }
         };
         let resp = req

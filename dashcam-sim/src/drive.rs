@@ -42,7 +42,6 @@ pub struct Car {
     waiting_s: f64,
     /// Whether the light ahead has been decided red.
     red_ahead: Option<bool>,
-    previous: Option<usize>,
     distance_m: f64,
 }
 
@@ -60,7 +59,6 @@ impl Car {
             temperament: rng.random_range(0.85..1.08),
             waiting_s: 0.0,
             red_ahead: None,
-            previous: None,
             distance_m: 0.0,
         }
     }
@@ -143,12 +141,13 @@ impl Car {
         }
         let mut travel = self.speed * STEP_S;
         self.distance_m += travel;
-        loop {
+        // Bounded: a run of zero-length edges (duplicate OSM nodes) cannot spin.
+        for _ in 0..64 {
             let e = graph.edges[self.from][self.edge];
             let left = e.length_m - self.along_m;
             if travel < left {
                 self.along_m += travel;
-                break;
+                return;
             }
             travel -= left.max(0.0);
             self.advance(graph, rng);
@@ -156,31 +155,18 @@ impl Car {
     }
 
     /// Moves onto a next edge at the end node: anywhere but back, unless the
-    /// road ends.
+    /// road ends (every node has a way out: see [`RoadGraph::from_pbf`]).
     fn advance(&mut self, graph: &RoadGraph, rng: &mut ChaCha8Rng) {
         let node = graph.edges[self.from][self.edge].to;
         let came_from = self.from;
-        let options: Vec<usize> = (0..graph.edges[node].len())
-            .filter(|&i| graph.edges[node][i].to != came_from)
-            .collect();
-        let next = if options.is_empty() {
-            rng.random_range(0..graph.edges[node].len().max(1))
+        let out = &graph.edges[node];
+        let onward: Vec<usize> = (0..out.len()).filter(|&i| out[i].to != came_from).collect();
+        self.edge = if onward.is_empty() {
+            rng.random_range(0..out.len().max(1))
         } else {
-            options[rng.random_range(0..options.len())]
+            onward[rng.random_range(0..onward.len())]
         };
-        self.previous = Some(self.from);
-        if graph.edges[node].is_empty() {
-            // A one-way dead end: turn around on the road we came by.
-            let back = graph.edges[came_from]
-                .iter()
-                .position(|e| e.to == node)
-                .unwrap_or(0);
-            self.edge = back;
-            self.along_m = graph.edges[came_from][back].length_m;
-            return;
-        }
         self.from = node;
-        self.edge = next;
         self.along_m = 0.0;
         self.red_ahead = None;
     }
@@ -238,6 +224,38 @@ mod tests {
             let d = crate::roads::haversine_m((w[0].lat, w[0].lon), (w[1].lat, w[1].lon));
             assert!(d <= 15.0 * STEP_S + 0.5, "jump of {d} m");
         }
+    }
+
+    /// Regression: a car reaching a one-way dead end spun forever.
+    #[test]
+    fn a_one_way_dead_end_does_not_trap_the_car() {
+        let d = 100.0 / 111_195.0;
+        let positions = vec![(60.0, 25.0), (60.0 + d, 25.0)];
+        let len = crate::roads::haversine_m(positions[0], positions[1]);
+        // One way in, and (as RoadGraph::from_pbf adds) a U-turn out.
+        let edges = vec![
+            vec![Edge {
+                to: 1,
+                length_m: len,
+                speed_mps: 10.0,
+            }],
+            vec![Edge {
+                to: 0,
+                length_m: len,
+                speed_mps: 10.0,
+            }],
+        ];
+        let g = RoadGraph {
+            positions,
+            edges,
+            signals: HashSet::new(),
+            junctions: HashSet::new(),
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut car = Car::new(&g, &[0], &mut rng);
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let samples = car.drive(&g, t0, std::time::Duration::from_secs(120), &mut rng);
+        assert!(samples.last().unwrap().distance_m > 300.0);
     }
 
     #[test]

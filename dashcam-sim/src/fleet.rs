@@ -80,7 +80,11 @@ pub struct SimReport {
     pub gnss_points_acknowledged: u64,
     pub telemetry_samples_acknowledged: u64,
     pub bytes_sent: u64,
+    /// Bytes sent again after a cut: what the server had not kept.
     pub bytes_resent: u64,
+    /// Bytes sent by requests that were cut; what was kept is not resent.
+    pub bytes_sent_before_cuts: u64,
+    /// The size of every upload, counted once.
     pub upload_bytes: u64,
     pub connection_cuts: u64,
     pub retries: u64,
@@ -264,6 +268,7 @@ pub async fn run(config: SimConfig, progress: Arc<dyn Progress>) -> Result<SimRe
         telemetry_samples_acknowledged: total.telemetry_samples,
         bytes_sent: stats.bytes_sent.load(Ordering::Relaxed),
         bytes_resent: stats.bytes_resent.load(Ordering::Relaxed),
+        bytes_sent_before_cuts: stats.bytes_sent_before_cuts.load(Ordering::Relaxed),
         upload_bytes: total.upload_bytes,
         connection_cuts: stats.cuts.load(Ordering::Relaxed),
         retries: stats.retries.load(Ordering::Relaxed),
@@ -380,15 +385,6 @@ impl DeviceTask {
                     telemetry: Bytes::from(sensors::to_ndjson(&telemetry)),
                     telemetry_samples: telemetry.len() as u64,
                 });
-                if member.role == Role::Honest {
-                    let mut shelf = self
-                        .shelf
-                        .segments
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner());
-                    shelf.insert((member.index, seg), Arc::clone(&segment));
-                    self.shelf.arrived.notify_waiters();
-                }
                 segment
             };
             let uploads = [
@@ -438,6 +434,16 @@ impl DeviceTask {
                         *tally.rejections.entry(code).or_default() += 1;
                     }
                 }
+            }
+            if member.role == Role::Honest {
+                // Shelved once uploaded, so a duplicator's copy always comes second.
+                let mut shelf = self
+                    .shelf
+                    .segments
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                shelf.insert((member.index, seg), Arc::clone(&segment));
+                self.shelf.arrived.notify_waiters();
             }
         }
         Ok(tally)

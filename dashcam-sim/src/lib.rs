@@ -44,7 +44,7 @@ pub enum SimError {
         status: u16,
         body: String,
     },
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]

@@ -179,6 +179,20 @@ impl RoadGraph {
                 message: "the extract has no drivable roads".into(),
             });
         }
+        // A node with no way out (a one-way street ending, or the edge of the
+        // extract) gets U-turn edges back along the roads that reach it, so a
+        // car is never stuck.
+        let mut uturns = Vec::new();
+        for (a, out) in edges.iter().enumerate() {
+            for e in out {
+                if edges[e.to].is_empty() {
+                    uturns.push((e.to, Edge { to: a, ..*e }));
+                }
+            }
+        }
+        for (from, edge) in uturns {
+            edges[from].push(edge);
+        }
         let signals = signal_ids
             .iter()
             .filter_map(|id| index.get(id).copied())

@@ -49,9 +49,11 @@ pub fn gnss(samples: &[Sample], receiver: Receiver, rng: &mut ChaCha8Rng) -> Vec
         }
         let hdop = receiver.base_hdop + 0.4 * gauss(rng).abs();
         // A slowly wandering bias plus white noise, both scaled by HDOP.
-        bias_n = 0.98 * bias_n + 0.3 * gauss(rng);
-        bias_e = 0.98 * bias_e + 0.3 * gauss(rng);
-        let sigma = 1.2 * hdop;
+        bias_n = 0.98 * bias_n + 0.2 * hdop * gauss(rng) * dt.sqrt();
+        bias_e = 0.98 * bias_e + 0.2 * hdop * gauss(rng) * dt.sqrt();
+        // Receivers filter their fixes: the error is mostly the slowly
+        // wandering bias, with little jitter from one fix to the next.
+        let sigma = 0.3 * hdop;
         let north = bias_n + sigma * gauss(rng);
         let east = bias_e + sigma * gauss(rng);
         let lat = s.lat + north / M_PER_DEG;

@@ -207,7 +207,11 @@ impl Painter {
                 fill(&mut px, w, y, cx - half, cx + half, [235, 235, 235]);
             }
         }
-        let t = s.ts.format("%Y-%m-%dT%H:%M:%S%.1fZ").to_string();
+        let t = format!(
+            "{}.{}Z",
+            s.ts.format("%Y-%m-%dT%H:%M:%S"),
+            s.ts.timestamp_subsec_millis() / 100
+        );
         let pos = format!(
             "{:.6}{} {:.6}{}",
             s.lat.abs(),

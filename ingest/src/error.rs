@@ -50,8 +50,15 @@ impl ApiError {
     }
 
     /// A fault on our side: logged here with its cause, hidden from the client.
-    pub fn internal(context: &str, cause: impl std::fmt::Display) -> Self {
-        tracing::error!(%cause, "{context}");
+    pub fn internal(context: &str, cause: impl std::error::Error) -> Self {
+        let mut chain = cause.to_string();
+        let mut source = cause.source();
+        while let Some(s) = source {
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
+            source = s.source();
+        }
+        tracing::error!(cause = %chain, "{context}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

@@ -37,7 +37,7 @@ pub fn system_clock() -> Clock {
 /// Errors starting the service (not request errors; those are [`ApiError`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("opening the lake: {0}")]
+    #[error("opening the lake")]
     Lake(#[from] hexroad_lake::Error),
     #[error("initialising GStreamer (is libgstreamer1.0 installed?): {0}")]
     Gstreamer(String),

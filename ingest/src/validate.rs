@@ -138,6 +138,10 @@ pub fn distance_m(a: &GnssPoint, b: &GnssPoint) -> f64 {
     2.0 * R * h.sqrt().asin()
 }
 
+/// Metres of position error allowed per unit of HDOP when judging speed
+/// (a typical user-equivalent range error).
+const NOISE_M_PER_HDOP: f64 = 5.0;
+
 /// The GNSS rules: in range, not at 0,0, time strictly increasing and not in
 /// the future, and no faster than a car can go between fixes.
 pub fn check_track(points: &[GnssPoint], rules: Rules) -> Result<(), Rejection> {
@@ -191,7 +195,12 @@ pub fn check_track(points: &[GnssPoint], rules: Rules) -> Result<(), Rejection> 
                 ));
             }
             let dt = (p.ts - prev.ts).as_seconds_f64();
-            let speed = distance_m(prev, p) / dt;
+            let d = distance_m(prev, p);
+            // Two fixes can each be off by a few metres times their HDOP;
+            // at 10 Hz that alone looks like hundreds of km/h. Only movement
+            // beyond that error counts.
+            let error_m = NOISE_M_PER_HDOP * (prev.hdop.unwrap_or(2.0) + p.hdop.unwrap_or(2.0));
+            let speed = (d - error_m).max(0.0) / dt;
             if speed > rules.max_speed_mps {
                 return Err(Rejection::new(
                     "implausible_speed",
@@ -402,6 +411,19 @@ mod tests {
             check_track(&t, rules()).unwrap_err().code,
             "implausible_speed"
         );
+    }
+
+    /// Regression: honest 10 Hz tracks were refused because metres of
+    /// position noise over 0.1 s look like hundreds of km/h.
+    #[test]
+    fn noisy_fast_fixes_are_not_a_teleport() {
+        let mut a = point(0, 60.17, 24.94);
+        let mut b = a;
+        b.ts = a.ts + Duration::milliseconds(100);
+        b.lat += 9.0 / 111_195.0; // 9 m in 0.1 s: 324 km/h taken literally
+        a.hdop = Some(1.2);
+        b.hdop = Some(1.2);
+        assert!(check_track(&[a, b], rules()).is_ok());
     }
 
     #[test]

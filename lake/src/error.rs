@@ -8,7 +8,7 @@ pub enum Error {
     InvalidLocation { location: String, reason: String },
 
     /// A Delta table could not be opened, created, read or written.
-    #[error("table {table}: {source}")]
+    #[error("table {table}")]
     Delta {
         table: &'static str,
         #[source]
@@ -16,7 +16,7 @@ pub enum Error {
     },
 
     /// A blob could not be read or written.
-    #[error("blob {key}: {source}")]
+    #[error("blob {key}")]
     Blob {
         key: String,
         #[source]
@@ -24,11 +24,11 @@ pub enum Error {
     },
 
     /// An Arrow array or batch could not be built or read.
-    #[error("arrow: {0}")]
+    #[error("building or reading Arrow data")]
     Arrow(#[from] deltalake::arrow::error::ArrowError),
 
     /// A SQL query failed to plan or run (usually a mistake in the query).
-    #[error("{0}")]
+    #[error("the query failed")]
     Query(#[from] deltalake::datafusion::error::DataFusionError),
 
     /// A coordinate cannot be placed on the H3 grid.
@@ -36,7 +36,7 @@ pub enum Error {
     Grid { lat: f64, lon: f64, reason: String },
 
     /// A local file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]

@@ -107,13 +107,23 @@ impl Lake {
     /// Opens (creating where missing) every table at `location`.
     pub async fn open(location: &str) -> Result<Self> {
         let root = root_url(location)?;
-        let blobs = DeltaTableBuilder::from_url(root.clone())
+        let store_root = DeltaTableBuilder::from_url(root.clone())
             .and_then(|b| b.build_storage())
             .map_err(|e| Error::InvalidLocation {
                 location: location.to_owned(),
                 reason: e.to_string(),
             })?
             .root_object_store(None);
+        // The store above is rooted at the file system (or bucket) root: blobs
+        // live under the lake's own path.
+        let prefix = object_store::path::Path::from_url_path(root.path()).map_err(|e| {
+            Error::InvalidLocation {
+                location: location.to_owned(),
+                reason: e.to_string(),
+            }
+        })?;
+        let blobs: Arc<dyn ObjectStore> =
+            Arc::new(object_store::prefix::PrefixStore::new(store_root, prefix));
         let mut tables = Vec::with_capacity(4);
         for name in TableName::ALL {
             tables.push(tokio::sync::Mutex::new(open_or_create(&root, name).await?));
@@ -129,7 +139,7 @@ impl Lake {
             commit_lock: tokio::sync::Mutex::new(()),
         };
         lake.rebuild_index().await?;
-        info!(root = %lake.root, "lake open");
+        debug!(root = %lake.root, "lake open");
         Ok(lake)
     }
 
@@ -457,4 +467,67 @@ fn device_records(batch: &RecordBatch) -> Result<Vec<DeviceRecord>> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ContributorId, UploadKind};
+
+    /// Killed after the GNSS commit and before the `uploads` commit: the
+    /// device retries, and the retry must not append the GNSS rows again.
+    #[tokio::test]
+    async fn a_crash_between_commits_is_repaired_without_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = dir.path().to_string_lossy().into_owned();
+        let device = DeviceId::from_public_key(&[9; 32]);
+        let id = UploadId::new_random();
+        let t0 = chrono::Utc::now() - chrono::Duration::hours(1);
+        let points: Vec<GnssPoint> = (0..6)
+            .map(|i| GnssPoint {
+                ts: t0 + chrono::Duration::seconds(i),
+                lat: 60.17,
+                lon: 24.94 + i as f64 * 1e-5,
+                alt: None,
+                speed: None,
+                heading: None,
+                hdop: None,
+            })
+            .collect();
+        {
+            let lake = Lake::open(&location).await.unwrap();
+            let batch = schema::gnss_batch(id, &device, &points).unwrap();
+            lake.append(TableName::Gnss, batch).await.unwrap();
+            // ...and the process dies here.
+        }
+        let lake = Lake::open(&location).await.unwrap();
+        assert!(lake.upload_summary(id).is_none(), "not acknowledged yet");
+        let record = UploadRecord {
+            upload_id: id,
+            device_id: device,
+            contributor_id: "bob".parse::<ContributorId>().unwrap(),
+            kind: UploadKind::Gnss,
+            format: "gpx".into(),
+            drive_id: None,
+            bytes: 1,
+            sha256: "dd".into(),
+            object_key: String::new(),
+            received_at: chrono::Utc::now(),
+            status: UploadStatus::Accepted,
+            reject_reason: None,
+            duplicate_of: None,
+            media: None,
+        };
+        lake.commit_upload(record, &points, &[]).await.unwrap();
+        let out = lake.query("SELECT count(*) FROM gnss").await.unwrap();
+        let n = out.batches[0]
+            .column(0)
+            .as_primitive::<deltalake::arrow::datatypes::Int64Type>()
+            .value(0);
+        assert_eq!(n, 6);
+        assert_eq!(
+            lake.upload_summary(id).unwrap().status,
+            UploadStatus::Accepted
+        );
+    }
 }

@@ -1,0 +1,126 @@
+//! The lake on a local folder: where things land, and idempotent commits.
+
+use chrono::{TimeZone, Utc};
+use hexroad_lake::object_store::path::Path;
+use hexroad_lake::object_store::{ObjectStoreExt, PutPayload};
+use hexroad_lake::{
+    CommitOutcome, ContributorId, DeviceId, GnssPoint, Lake, UploadId, UploadKind, UploadRecord,
+    UploadStatus,
+};
+
+fn record(id: UploadId, device: u8, sha: &str) -> UploadRecord {
+    UploadRecord {
+        upload_id: id,
+        device_id: DeviceId::from_public_key(&[device; 32]),
+        contributor_id: "alice".parse::<ContributorId>().unwrap(),
+        kind: UploadKind::Gnss,
+        format: "gpx".into(),
+        drive_id: None,
+        bytes: 10,
+        sha256: sha.into(),
+        object_key: format!("raw/{id}"),
+        received_at: Utc::now(),
+        status: UploadStatus::Accepted,
+        reject_reason: None,
+        duplicate_of: None,
+        media: None,
+    }
+}
+
+fn points(n: usize) -> Vec<GnssPoint> {
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).unwrap();
+    (0..n)
+        .map(|i| GnssPoint {
+            ts: t0 + chrono::Duration::seconds(i as i64),
+            lat: 60.17 + i as f64 * 1e-5,
+            lon: 24.94,
+            alt: None,
+            speed: None,
+            heading: None,
+            hdop: None,
+        })
+        .collect()
+}
+
+async fn count(lake: &Lake, sql: &str) -> i64 {
+    let out = lake.query(sql).await.unwrap();
+    let col = out.batches[0].column(0);
+    col.as_any()
+        .downcast_ref::<hexroad_lake::arrow::array::Int64Array>()
+        .unwrap()
+        .value(0)
+}
+
+/// Regression: blobs were written at the file system root, not the lake's folder.
+#[tokio::test]
+async fn blobs_land_inside_the_data_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&dir.path().to_string_lossy()).await.unwrap();
+    lake.blobs()
+        .put(
+            &Path::from("raw/dev/upload"),
+            PutPayload::from_static(b"bytes"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("raw/dev/upload")).unwrap(),
+        b"bytes"
+    );
+}
+
+#[tokio::test]
+async fn committing_an_upload_twice_adds_nothing_even_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().to_string_lossy().into_owned();
+    let id = UploadId::new_random();
+    {
+        let lake = Lake::open(&location).await.unwrap();
+        let out = lake
+            .commit_upload(record(id, 1, "aa"), &points(5), &[])
+            .await
+            .unwrap();
+        assert!(matches!(out, CommitOutcome::Committed(_)));
+        let again = lake
+            .commit_upload(record(id, 1, "aa"), &points(5), &[])
+            .await
+            .unwrap();
+        assert!(matches!(again, CommitOutcome::AlreadyStored(_)));
+    }
+    // A new process sees what was stored and still adds nothing.
+    let lake = Lake::open(&location).await.unwrap();
+    let again = lake
+        .commit_upload(record(id, 1, "aa"), &points(5), &[])
+        .await
+        .unwrap();
+    assert!(matches!(again, CommitOutcome::AlreadyStored(_)));
+    assert_eq!(count(&lake, "SELECT count(*) FROM gnss").await, 5);
+    assert_eq!(count(&lake, "SELECT count(*) FROM uploads").await, 1);
+}
+
+#[tokio::test]
+async fn the_same_bytes_from_another_device_are_a_duplicate_without_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&dir.path().to_string_lossy()).await.unwrap();
+    lake.commit_upload(record(UploadId::new_random(), 1, "bb"), &points(3), &[])
+        .await
+        .unwrap();
+    let out = lake
+        .commit_upload(record(UploadId::new_random(), 2, "bb"), &points(3), &[])
+        .await
+        .unwrap();
+    let CommitOutcome::Committed(stored) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(stored.status, UploadStatus::Duplicate);
+    assert_eq!(count(&lake, "SELECT count(*) FROM gnss").await, 3);
+}
+
+#[tokio::test]
+async fn malformed_sql_is_an_error_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&dir.path().to_string_lossy()).await.unwrap();
+    let err = lake.query("SELEC 1").await.unwrap_err();
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(chain.contains("SELEC"), "{chain}");
+}
