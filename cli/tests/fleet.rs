@@ -337,6 +337,10 @@ fn kill_9_mid_run_loses_and_duplicates_nothing() {
     std::thread::sleep(Duration::from_millis(500));
     let _restarted = serve(&data, &listen);
     let r = report(sim.wait_with_output().unwrap());
+    assert!(
+        r["retries"].as_u64().unwrap() > 0,
+        "the server died mid-run, so devices retried: {r}"
+    );
     assert_eq!(r["uploads_rejected"], 0, "{r}");
     assert_eq!(
         r["uploads_acknowledged"].as_u64().unwrap(),

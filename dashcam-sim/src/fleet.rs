@@ -324,7 +324,11 @@ impl DeviceTask {
         let mut car = Car::new(&self.graph, &self.starts, &mut rng);
         let receiver = Receiver::random(&mut rng);
         let mut vehicle = Vehicle::random(&mut rng);
-        let track_format = if member.index % 2 == 0 { "gpx" } else { "nmea" };
+        let track_format = if member.index.is_multiple_of(2) {
+            "gpx"
+        } else {
+            "nmea"
+        };
         // Devices start their drives a few seconds apart.
         let offset = chrono::Duration::seconds(rng.random_range(0..30));
         let mut tally = Tally::default();
@@ -376,7 +380,7 @@ impl DeviceTask {
                 } else {
                     track::write_nmea(&points)
                 };
-                let segment = Arc::new(Segment {
+                Arc::new(Segment {
                     drive_id: format!("{}-{seg}", &member.key.id().as_str()[..16]),
                     video: Bytes::from(video),
                     track: Bytes::from(track),
@@ -384,8 +388,7 @@ impl DeviceTask {
                     gnss_points: points.len() as u64,
                     telemetry: Bytes::from(sensors::to_ndjson(&telemetry)),
                     telemetry_samples: telemetry.len() as u64,
-                });
-                segment
+                })
             };
             let uploads = [
                 ("video", "mp4", "drive.mp4", &segment.video, 0u64, 0u64),

@@ -259,7 +259,7 @@ mod tests {
     fn bearing_points_the_right_way() {
         let north = bearing_deg((60.0, 25.0), (60.1, 25.0));
         let east = bearing_deg((60.0, 25.0), (60.0, 25.1));
-        assert!(north < 1.0 || north > 359.0, "{north}");
+        assert!(!(1.0..=359.0).contains(&north), "{north}");
         assert!((east - 90.0).abs() < 1.0, "{east}");
     }
 }

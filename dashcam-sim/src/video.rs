@@ -41,7 +41,11 @@ impl std::str::FromStr for VideoSpec {
             height: h.parse().map_err(|_| bad())?,
             fps: fps.parse().map_err(|_| bad())?,
         };
-        if spec.width < 160 || spec.height < 120 || spec.width % 2 != 0 || spec.height % 2 != 0 {
+        if spec.width < 160
+            || spec.height < 120
+            || !spec.width.is_multiple_of(2)
+            || !spec.height.is_multiple_of(2)
+        {
             return Err(format!(
                 "video must be at least 160x120 with even sides, got {s:?}"
             ));

@@ -114,17 +114,24 @@ fn component(parts: &Parts, name: &str) -> Option<String> {
 /// attacker could replay (a request already acknowledged is idempotent).
 #[derive(Default)]
 pub struct NonceCache {
-    seen: Mutex<(
-        HashMap<(DeviceId, String), i64>,
-        VecDeque<(i64, DeviceId, String)>,
-    )>,
+    seen: Mutex<SeenNonces>,
+}
+
+/// Nonces by device, and the order they arrived in so old ones expire.
+#[derive(Default)]
+struct SeenNonces {
+    created: HashMap<(DeviceId, String), i64>,
+    arrival: VecDeque<(i64, DeviceId, String)>,
 }
 
 impl NonceCache {
     /// Records the nonce, refusing one already used by this device.
     pub fn admit(&self, v: &Verified, now: DateTime<Utc>, window_s: u64) -> Result<(), ApiError> {
         let mut guard = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let (map, order) = &mut *guard;
+        let SeenNonces {
+            created: map,
+            arrival: order,
+        } = &mut *guard;
         let horizon = now.timestamp() - i64::try_from(window_s).unwrap_or(i64::MAX);
         while let Some((t, _, _)) = order.front() {
             if *t >= horizon {

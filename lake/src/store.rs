@@ -285,18 +285,18 @@ impl Lake {
         if let Some(stored) = stored {
             return Ok(CommitOutcome::AlreadyStored(stored));
         }
-        if record.status == UploadStatus::Accepted {
-            if let Some(first) = first_with_these_bytes.filter(|f| f.upload_id != id) {
-                if first.device_id == record.device_id && !has_gnss && !has_telemetry {
-                    return Ok(CommitOutcome::AlreadyStored(first));
-                }
-                record.status = UploadStatus::Duplicate;
-                record.duplicate_of = Some(first.upload_id);
-                record.reject_reason = Some(format!(
-                    "duplicate_content: the same bytes were uploaded as {} by device {}",
-                    first.upload_id, first.device_id
-                ));
+        if record.status == UploadStatus::Accepted
+            && let Some(first) = first_with_these_bytes.filter(|f| f.upload_id != id)
+        {
+            if first.device_id == record.device_id && !has_gnss && !has_telemetry {
+                return Ok(CommitOutcome::AlreadyStored(first));
             }
+            record.status = UploadStatus::Duplicate;
+            record.duplicate_of = Some(first.upload_id);
+            record.reject_reason = Some(format!(
+                "duplicate_content: the same bytes were uploaded as {} by device {}",
+                first.upload_id, first.device_id
+            ));
         }
         if record.status == UploadStatus::Accepted {
             if !gnss.is_empty() && !has_gnss {
@@ -404,7 +404,7 @@ fn parse_upload_id(s: &str) -> Result<UploadId> {
         .map_err(|e| Error::Internal(format!("stored upload id {s:?} is not a UUID: {e}")))
 }
 
-fn string_col<'a>(batch: &'a RecordBatch, i: usize) -> &'a deltalake::arrow::array::StringArray {
+fn string_col(batch: &RecordBatch, i: usize) -> &deltalake::arrow::array::StringArray {
     batch.column(i).as_string::<i32>()
 }
 
