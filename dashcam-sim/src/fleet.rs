@@ -109,9 +109,38 @@ struct Segment {
     video: Bytes,
     track: Bytes,
     track_format: &'static str,
+    points: Arc<Vec<hexroad_lake::GnssPoint>>,
     gnss_points: u64,
     telemetry: Bytes,
     telemetry_samples: u64,
+}
+
+impl Segment {
+    /// What a duplicator uploads: the same drive, repackaged so that its bytes
+    /// differ (an MP4 `free` box appended, the track in the other format),
+    /// as someone passing off another's footage would.
+    fn repackaged(&self, by: &str) -> Self {
+        let mut video = self.video.to_vec();
+        let note = format!("re-uploaded by {by}");
+        video.extend_from_slice(&((8 + note.len()) as u32).to_be_bytes());
+        video.extend_from_slice(b"free");
+        video.extend_from_slice(note.as_bytes());
+        let (track, track_format) = if self.track_format == "gpx" {
+            (track::write_nmea(&self.points), "nmea")
+        } else {
+            (track::write_gpx(&self.points, "hexroad-dashcam-sim"), "gpx")
+        };
+        Self {
+            drive_id: format!("{}-copy", self.drive_id),
+            video: Bytes::from(video),
+            track: Bytes::from(track),
+            track_format,
+            points: Arc::clone(&self.points),
+            gnss_points: self.gnss_points,
+            telemetry: self.telemetry.clone(),
+            telemetry_samples: self.telemetry_samples,
+        }
+    }
 }
 
 struct Member {
@@ -336,7 +365,11 @@ impl DeviceTask {
         for seg in 0..self.segments {
             let segment = if member.role == Role::Duplicator {
                 let victim = member.index % self.honest.max(1);
-                self.shelf_get(victim, seg).await
+                Arc::new(
+                    self.shelf_get(victim, seg)
+                        .await
+                        .repackaged(member.key.id().as_str()),
+                )
             } else {
                 let seg_start = self.start + offset + seg_len * seg as i32;
                 let remaining = self
@@ -386,6 +419,7 @@ impl DeviceTask {
                     track: Bytes::from(track),
                     track_format,
                     gnss_points: points.len() as u64,
+                    points: Arc::new(points),
                     telemetry: Bytes::from(sensors::to_ndjson(&telemetry)),
                     telemetry_samples: telemetry.len() as u64,
                 })

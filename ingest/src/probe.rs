@@ -68,7 +68,15 @@ pub fn probe_mp4(path: &Path) -> Result<serde_json::Value, Rejection> {
         return Err(corrupt("the video has no duration (truncated?)".into()));
     }
     let rate = video.framerate();
+    // When recording began, if the camera wrote it: frames are placed on the
+    // GNSS track from this instant.
+    let recorded_at = info
+        .tags()
+        .and_then(|t| t.get::<gst::tags::DateTime>())
+        .and_then(|d| d.get().to_iso8601_string().ok())
+        .map(|s| s.to_string());
     Ok(json!({
+        "recorded_at": recorded_at,
         "container": "mp4",
         "codec": "h264",
         "duration_ms": duration,

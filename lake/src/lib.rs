@@ -21,7 +21,8 @@ pub mod wire;
 pub use error::{Error, Result};
 pub use ids::{ContributorId, DeviceId, UploadId};
 pub use records::{
-    DeviceRecord, DeviceStatus, GnssPoint, TelemetrySample, UploadKind, UploadRecord, UploadStatus,
+    DeviceRecord, DeviceStatus, FrameRecord, GnssPoint, ProcessingRecord, ProcessingStatus,
+    TelemetrySample, UploadKind, UploadRecord, UploadStatus,
 };
 pub use schema::TableName;
 pub use sql::{OutputFormat, QueryOutput, render_batches};

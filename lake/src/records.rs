@@ -160,3 +160,67 @@ pub struct TelemetrySample {
     pub signal: String,
     pub value: f64,
 }
+
+/// One frame the vision stage published or dropped as a duplicate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameRecord {
+    pub frame_id: String,
+    pub upload_id: UploadId,
+    pub device_id: DeviceId,
+    pub contributor_id: ContributorId,
+    pub ts: DateTime<Utc>,
+    pub lat: f64,
+    pub lon: f64,
+    pub heading: f64,
+    pub speed: f64,
+    /// H3 cell at resolution 15.
+    pub cell: u64,
+    /// `frames/…` key of the anonymized JPEG; `None` when deduplicated.
+    pub image_key: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    pub image_bytes: u64,
+    pub faces_blurred: u32,
+    pub plates_blurred: u32,
+    pub phash: u64,
+    pub quality: f64,
+    pub sharpness: f64,
+    pub dedupe_of: Option<String>,
+    pub dedupe_reason: Option<String>,
+    pub model_versions: String,
+    pub processed_at: DateTime<Utc>,
+}
+
+/// What the vision stage concluded about an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingStatus {
+    /// Frames were published (or all were duplicates).
+    Processed,
+    /// The upload itself is unusable (no track, nothing decodable).
+    Rejected,
+    /// hexroad failed (a model, a detection): nothing was published; retried
+    /// once the cause is fixed.
+    Failed,
+}
+
+impl ProcessingStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Processed => "processed",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessingRecord {
+    pub upload_id: UploadId,
+    pub status: ProcessingStatus,
+    pub reason: Option<String>,
+    pub frames_published: u64,
+    pub frames_deduplicated: u64,
+    pub worker: String,
+    pub at: DateTime<Utc>,
+}

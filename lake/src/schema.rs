@@ -22,10 +22,21 @@ pub enum TableName {
     Uploads,
     Gnss,
     Telemetry,
+    /// Published (and deduplicated) frames, written by the vision stage.
+    Frames,
+    /// What the vision stage concluded about each upload, latest row wins.
+    Processing,
 }
 
 impl TableName {
-    pub const ALL: [TableName; 4] = [Self::Devices, Self::Uploads, Self::Gnss, Self::Telemetry];
+    pub const ALL: [TableName; 6] = [
+        Self::Devices,
+        Self::Uploads,
+        Self::Gnss,
+        Self::Telemetry,
+        Self::Frames,
+        Self::Processing,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -33,6 +44,8 @@ impl TableName {
             Self::Uploads => "uploads",
             Self::Gnss => "gnss",
             Self::Telemetry => "telemetry",
+            Self::Frames => "frames",
+            Self::Processing => "processing",
         }
     }
 
@@ -99,6 +112,42 @@ pub fn stored_schema(table: TableName) -> SchemaRef {
             Field::new("ts", ts(), false),
             utf8("signal", false),
             f64_field("value", false),
+        ],
+        TableName::Frames => vec![
+            utf8("frame_id", false),
+            utf8("upload_id", false),
+            utf8("device_id", false),
+            utf8("contributor_id", false),
+            Field::new("ts", ts(), false),
+            f64_field("lat", false),
+            f64_field("lon", false),
+            f64_field("heading", false),
+            f64_field("speed", false),
+            Field::new("cell", DataType::Int64, false),
+            // Null for a frame dropped as a duplicate: nothing is published.
+            utf8("image_key", true),
+            Field::new("width", DataType::Int32, false),
+            Field::new("height", DataType::Int32, false),
+            Field::new("image_bytes", DataType::Int64, false),
+            Field::new("faces_blurred", DataType::Int32, false),
+            Field::new("plates_blurred", DataType::Int32, false),
+            // 64-bit DCT hash as 16 hex digits.
+            utf8("phash", false),
+            f64_field("quality", false),
+            f64_field("sharpness", false),
+            utf8("dedupe_of", true),
+            utf8("dedupe_reason", true),
+            utf8("model_versions", false),
+            Field::new("processed_at", ts(), false),
+        ],
+        TableName::Processing => vec![
+            utf8("upload_id", false),
+            utf8("status", false),
+            utf8("reason", true),
+            Field::new("frames_published", DataType::Int64, false),
+            Field::new("frames_deduplicated", DataType::Int64, false),
+            utf8("worker", false),
+            Field::new("at", ts(), false),
         ],
     };
     Arc::new(Schema::new(fields))
@@ -248,6 +297,77 @@ pub(crate) fn telemetry_batch(
     ];
     Ok(RecordBatch::try_new(
         stored_schema(TableName::Telemetry),
+        cols,
+    )?)
+}
+
+/// The `frames` rows of one upload.
+pub fn frames_batch(rows: &[crate::FrameRecord]) -> Result<RecordBatch> {
+    use deltalake::arrow::array::Int32Array;
+    let s = |f: fn(&crate::FrameRecord) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
+    };
+    let opt = |f: fn(&crate::FrameRecord) -> Option<&str>| -> ArrayRef {
+        Arc::new(StringArray::from_iter(rows.iter().map(f)))
+    };
+    let f64s = |f: fn(&crate::FrameRecord) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(f)))
+    };
+    let i32s = |f: fn(&crate::FrameRecord) -> u32| -> ArrayRef {
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|r| i32::try_from(f(r)).unwrap_or(i32::MAX)),
+        ))
+    };
+    let ids: Vec<String> = rows.iter().map(|r| r.upload_id.to_string()).collect();
+    let phashes: Vec<String> = rows.iter().map(|r| format!("{:016x}", r.phash)).collect();
+    let cols: Vec<ArrayRef> = vec![
+        s(|r| &r.frame_id),
+        Arc::new(StringArray::from_iter_values(&ids)),
+        s(|r| r.device_id.as_str()),
+        s(|r| r.contributor_id.as_str()),
+        ts_array(rows.iter().map(|r| micros(r.ts))),
+        f64s(|r| r.lat),
+        f64s(|r| r.lon),
+        f64s(|r| r.heading),
+        f64s(|r| r.speed),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.cell as i64),
+        )),
+        opt(|r| r.image_key.as_deref()),
+        i32s(|r| r.width),
+        i32s(|r| r.height),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.image_bytes as i64),
+        )),
+        i32s(|r| r.faces_blurred),
+        i32s(|r| r.plates_blurred),
+        Arc::new(StringArray::from_iter_values(&phashes)),
+        f64s(|r| r.quality),
+        f64s(|r| r.sharpness),
+        opt(|r| r.dedupe_of.as_deref()),
+        opt(|r| r.dedupe_reason.as_deref()),
+        s(|r| &r.model_versions),
+        ts_array(rows.iter().map(|r| micros(r.processed_at))),
+    ];
+    Ok(RecordBatch::try_new(
+        stored_schema(TableName::Frames),
+        cols,
+    )?)
+}
+
+/// One `processing` row.
+pub fn processing_batch(row: &crate::ProcessingRecord) -> Result<RecordBatch> {
+    let cols: Vec<ArrayRef> = vec![
+        repeat_str(&row.upload_id.to_string(), 1),
+        repeat_str(row.status.as_str(), 1),
+        Arc::new(StringArray::from(vec![row.reason.as_deref()])),
+        Arc::new(Int64Array::from(vec![row.frames_published as i64])),
+        Arc::new(Int64Array::from(vec![row.frames_deduplicated as i64])),
+        repeat_str(&row.worker, 1),
+        ts_array([micros(row.at)]),
+    ];
+    Ok(RecordBatch::try_new(
+        stored_schema(TableName::Processing),
         cols,
     )?)
 }

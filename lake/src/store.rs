@@ -72,7 +72,7 @@ struct Index {
 pub struct Lake {
     root: Url,
     blobs: Arc<dyn ObjectStore>,
-    tables: [tokio::sync::Mutex<DeltaTable>; 4],
+    tables: [tokio::sync::Mutex<DeltaTable>; TableName::ALL.len()],
     index: Mutex<Index>,
     commit_lock: tokio::sync::Mutex<()>,
 }
@@ -124,13 +124,13 @@ impl Lake {
         })?;
         let blobs: Arc<dyn ObjectStore> =
             Arc::new(object_store::prefix::PrefixStore::new(store_root, prefix));
-        let mut tables = Vec::with_capacity(4);
+        let mut tables = Vec::with_capacity(TableName::ALL.len());
         for name in TableName::ALL {
             tables.push(tokio::sync::Mutex::new(open_or_create(&root, name).await?));
         }
-        let tables: [tokio::sync::Mutex<DeltaTable>; 4] = tables
+        let tables: [tokio::sync::Mutex<DeltaTable>; TableName::ALL.len()] = tables
             .try_into()
-            .map_err(|_| Error::Internal("four tables expected".into()))?;
+            .map_err(|_| Error::Internal("one handle per table expected".into()))?;
         let lake = Self {
             root,
             blobs,
@@ -221,6 +221,70 @@ impl Lake {
             })?;
         *guard = updated;
         Ok(())
+    }
+
+    /// Appends the frame rows of one upload in one Delta commit, at most once.
+    ///
+    /// The commit carries a Delta application transaction (`app_id` =
+    /// `vision/<upload>`): if a commit for this upload is already in the log,
+    /// or another worker's lands concurrently, nothing is added and
+    /// `Ok(false)` says so. This is what makes a retried or raced upload
+    /// yield every frame exactly once.
+    pub async fn commit_frames(&self, upload: UploadId, batch: RecordBatch) -> Result<bool> {
+        let table = TableName::Frames;
+        let delta_err = |source| Error::Delta {
+            table: table.as_str(),
+            source,
+        };
+        let app_id = format!("vision/{upload}");
+        let mut guard = self.tables[table.index()].lock().await;
+        let mut current = guard.clone();
+        current.update_state().await.map_err(delta_err)?;
+        let done = current
+            .snapshot()
+            .map_err(delta_err)?
+            .transaction_version(current.log_store().as_ref(), &app_id)
+            .await
+            .map_err(delta_err)?
+            .is_some();
+        if done {
+            *guard = current;
+            return Ok(false);
+        }
+        let properties = deltalake::kernel::transaction::CommitProperties::default()
+            .with_application_transaction(deltalake::kernel::Transaction::new(&app_id, 1));
+        match current
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Append)
+            .with_commit_properties(properties)
+            .await
+        {
+            Ok(updated) => {
+                *guard = updated;
+                Ok(true)
+            }
+            Err(deltalake::DeltaTableError::Transaction {
+                source:
+                    deltalake::kernel::transaction::TransactionError::CommitConflict(
+                        deltalake::kernel::transaction::CommitConflictError::ConcurrentTransaction,
+                    ),
+            }) => Ok(false),
+            Err(source) => Err(delta_err(source)),
+        }
+    }
+
+    /// Appends rows to `table` (frames and processing rows, from outside `lake`).
+    pub async fn append_rows(&self, table: TableName, batch: RecordBatch) -> Result<()> {
+        if matches!(
+            table,
+            TableName::Uploads | TableName::Gnss | TableName::Telemetry
+        ) {
+            return Err(Error::Internal(format!(
+                "{} is written through commit_upload only",
+                table.as_str()
+            )));
+        }
+        self.append(table, batch).await
     }
 
     /// Appends a registration or status change to `devices`.

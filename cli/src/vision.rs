@@ -1,0 +1,81 @@
+//! `hexroad vision`: a standalone vision worker, and the one `serve` runs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use hexroad_lake::Lake;
+use hexroad_vision::{VisionConfig, Worker};
+use tracing::info;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Data location: a folder or an object-store URL [default: ./data]
+    #[arg(long)]
+    data: Option<String>,
+    /// A TOML settings file (its [vision] section is used).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Process what is pending now, then exit.
+    #[arg(long)]
+    once: bool,
+    /// Keep one frame per this many metres travelled [default: 3]
+    #[arg(long)]
+    sample_distance: Option<f64>,
+}
+
+/// Starts a worker on its own task; it stops when `stop` turns true.
+pub async fn spawn(
+    lake: Arc<Lake>,
+    config: VisionConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let worker = tokio::task::spawn_blocking(move || Worker::new(lake, config))
+        .await
+        .context("loading the vision models")?;
+    info!(worker = worker.id(), "vision worker started");
+    Ok(tokio::spawn(worker.run(async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    })))
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let mut settings = crate::settings::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(data) = args.data {
+        settings.data = data;
+    }
+    if let Some(d) = args.sample_distance {
+        settings.vision.sample_distance_m = d;
+        settings
+            .vision
+            .validate()
+            .map_err(anyhow::Error::msg)
+            .context("--sample-distance")?;
+    }
+    let lake = Arc::new(
+        Lake::open(&settings.data)
+            .await
+            .with_context(|| format!("opening data location {}", settings.data))?,
+    );
+    let config = settings.vision.clone();
+    if args.once {
+        let mut worker = tokio::task::spawn_blocking(move || Worker::new(lake, config))
+            .await
+            .context("loading the vision models")?;
+        let pass = worker.run_once(chrono::Utc::now()).await?;
+        println!(
+            "{} processed, {} rejected, {} failed, {} left for later",
+            pass.processed, pass.rejected, pass.failed, pass.skipped
+        );
+        if let Some(e) = worker.load_error() {
+            anyhow::bail!("the vision models did not load, nothing was published: {e}");
+        }
+        return Ok(());
+    }
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let handle = spawn(lake, config, rx).await?;
+    let _ = tokio::signal::ctrl_c().await;
+    let _ = tx.send(true);
+    let _ = handle.await;
+    Ok(())
+}

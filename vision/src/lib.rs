@@ -1,0 +1,91 @@
+//! hexroad's vision stage: from acknowledged uploads to publishable frames.
+//!
+//! Decode (GStreamer) → sample by distance along the GNSS track → dedupe
+//! (stops, perceptual hash per H3 cell, identical content) → detect faces and
+//! plates with configured ONNX models → blur → encode JPEG → `frames/` blobs
+//! and `frames` rows. It fails closed: without a working model, or when a
+//! frame's detection fails, nothing of that upload is published.
+//!
+//! The same detect-and-blur stage runs offline over files ([`anonymize`]).
+
+pub mod anonymize;
+pub mod blur;
+pub mod decode;
+pub mod detect;
+mod error;
+pub mod image_ops;
+pub mod onnx_shape;
+pub mod sample;
+pub mod tensor;
+pub mod video;
+pub mod worker;
+
+pub use blur::MaskConfig;
+pub use detect::{Action, DecoderKind, Detection, Detector, DetectorConfig, InputSize, Provider};
+pub use error::{Error, Result};
+pub use worker::{VisionConfig, Worker};
+
+/// Detectors plus masking: what turns a frame into a publishable one.
+pub struct Anonymizer {
+    detectors: Vec<Detector>,
+    mask: MaskConfig,
+}
+
+/// What [`Anonymizer::anonymize`] did to a frame.
+#[derive(Debug, Clone, Default)]
+pub struct Hidden {
+    pub detections: Vec<Detection>,
+    pub faces: u32,
+    pub plates: u32,
+}
+
+impl Anonymizer {
+    /// Loads ONNX Runtime from `runtime` and every detector; any failure is an
+    /// error, never an anonymizer with fewer detectors.
+    pub fn load(
+        runtime: &std::path::Path,
+        detectors: &[DetectorConfig],
+        mask: MaskConfig,
+    ) -> Result<Self> {
+        if detectors.is_empty() {
+            return Err(Error::Model(
+                "no detectors are configured: refusing to publish unanonymized frames".into(),
+            ));
+        }
+        detect::load_runtime(runtime)?;
+        let detectors = detectors
+            .iter()
+            .map(Detector::load)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { detectors, mask })
+    }
+
+    /// The versions of the loaded models, `name@sha`, comma-separated.
+    pub fn model_versions(&self) -> String {
+        self.detectors
+            .iter()
+            .map(Detector::version)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Detects with every detector and hides what they found, in place.
+    pub fn anonymize(&mut self, frame: &mut image::RgbImage) -> Result<Hidden> {
+        let mut detections = Vec::new();
+        for d in &mut self.detectors {
+            detections.extend(d.detect(frame)?);
+        }
+        blur::apply(frame, &detections, &self.mask);
+        let count = |word: &str| {
+            detections
+                .iter()
+                .filter(|d| d.action != Action::Keep && d.class.contains(word))
+                .count() as u32
+        };
+        Ok(Hidden {
+            faces: count("face"),
+            plates: count("plate"),
+            detections,
+        })
+    }
+}
