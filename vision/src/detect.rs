@@ -382,6 +382,12 @@ impl Detector {
         Ok(out)
     }
 
+    /// Runs the model alone on a prepared `1×3×ih×iw` input, for measuring
+    /// what the pipeline around it costs.
+    pub fn run_model(&mut self, input: Vec<f32>, iw: u32, ih: u32) -> Result<()> {
+        self.run(input, iw, ih).map(drop)
+    }
+
     fn run(&mut self, input: Vec<f32>, iw: u32, ih: u32) -> Result<Vec<crate::decode::Map>> {
         let fail = |e: ort::Error| Error::Inference(format!("{}: {e}", self.version));
         let tensor = Tensor::from_array(([1usize, 3, ih as usize, iw as usize], input))
