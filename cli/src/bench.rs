@@ -40,12 +40,14 @@ pub async fn run(which: Which) -> Result<()> {
 
 /// A telemetry batch of about `size` bytes, distinct per (device, n).
 fn batch(device: usize, n: usize, size: usize) -> Bytes {
-    let t0 = chrono::Utc::now() - chrono::Duration::days(1);
+    // Each batch an hour of its own in the last weeks: distinct, in order, never in the future.
+    let t0 = chrono::Utc::now()
+        - chrono::Duration::days(1)
+        - chrono::Duration::hours((device * 100 + n) as i64);
     let mut out = String::with_capacity(size + 128);
     let mut i = 0i64;
     while out.len() < size {
-        let ts =
-            t0 + chrono::Duration::milliseconds(i * 10 + (device * 1000 + n) as i64 * 100_000_000);
+        let ts = t0 + chrono::Duration::milliseconds(i * 10);
         out.push_str(&format!(
             "{{\"ts\":\"{}\",\"signal\":\"Vehicle.Speed\",\"value\":{}.{}}}\n",
             ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

@@ -78,10 +78,12 @@ fn main() -> ExitCode {
 
 fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
-    // hexroad's own crates at info, dependencies (the Delta kernel is chatty) at warn.
+    // hexroad's own crates at info, dependencies at warn. The Delta kernel logs
+    // an error for every table it probes before creating it, and ONNX Runtime
+    // warns about every weight of older models: both reach us as `Result`s.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(
-            "warn,ort=error,hexroad=info,hexroad_lake=info,hexroad_ingest=info,hexroad_vision=info,hexroad_dashcam_sim=info",
+            "warn,ort=error,buoyant_kernel=off,hexroad=info,hexroad_lake=info,hexroad_ingest=info,hexroad_vision=info,hexroad_dashcam_sim=info",
         )
     });
     let builder = tracing_subscriber::fmt()

@@ -2,20 +2,14 @@
 //! driving the Helsinki extract, `sql` and the Python `deltalake` package
 //! reading the tables back.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_hexroad")
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::{Server, bin, root, sql_u64};
 
 fn osm() -> PathBuf {
     let path = root().join("datasets/Helsinki.osm.pbf");
@@ -27,43 +21,9 @@ fn osm() -> PathBuf {
     path
 }
 
-/// A `hexroad serve` process; killed (SIGKILL) when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(data: &Path, listen: &str) -> Server {
-    let mut child = Command::new(bin())
-        .args(["serve", "--listen", listen, "--data"])
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        // These tests are about ingest; the vision stage has its own.
-        .env("HEXROAD__VISION__ENABLED", "false")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("serve printed {line:?}"))
-        .to_owned();
-    Server {
-        child,
-        base: format!("http://{addr}"),
-    }
+    // These tests are about ingest; the vision stage has its own.
+    common::serve(data, listen, &[("HEXROAD__VISION__ENABLED", "false")])
 }
 
 fn sim_command(server: &str, extra: &[&str]) -> Command {
@@ -92,33 +52,6 @@ fn report(output: std::process::Output) -> Value {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).unwrap()
-}
-
-fn sql(data: &Path, query: &str) -> Vec<Value> {
-    let out = Command::new(bin())
-        .args(["sql", "--format", "json", "--data"])
-        .arg(data)
-        .arg(query)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
-}
-
-fn sql_u64(data: &Path, query: &str) -> u64 {
-    let rows = sql(data, query);
-    rows[0]
-        .as_object()
-        .unwrap()
-        .values()
-        .next()
-        .unwrap()
-        .as_u64()
-        .unwrap()
 }
 
 /// Every acknowledged upload is in `uploads` exactly once, every

@@ -3,23 +3,14 @@
 //! killed midway, and models that do not load.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_hexroad")
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
+mod common;
+use common::{Server, hexroad, root, sql, sql_u64};
 
 fn python() -> PathBuf {
     std::env::var_os("HEXROAD_PYTHON")
@@ -27,47 +18,16 @@ fn python() -> PathBuf {
         .unwrap_or_else(|| root().join(".venv/bin/python"))
 }
 
-/// `hexroad …` run from the repository root, where the set-up put `datasets/`.
-fn hexroad(args: &[&str]) -> Command {
-    let mut cmd = Command::new(bin());
-    cmd.current_dir(root()).args(args).env("RUST_LOG", "warn");
-    cmd
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(data: &Path, vision: bool) -> Server {
-    let mut child = hexroad(&["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("HEXROAD__VISION__ENABLED", vision.to_string())
-        .env("HEXROAD__VISION__POLL_INTERVAL", "200ms")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("serve printed {line:?}"))
-        .to_owned();
-    Server {
-        child,
-        base: format!("http://{addr}"),
-    }
+    let vision = vision.to_string();
+    common::serve(
+        data,
+        "127.0.0.1:0",
+        &[
+            ("HEXROAD__VISION__ENABLED", vision.as_str()),
+            ("HEXROAD__VISION__POLL_INTERVAL", "200ms"),
+        ],
+    )
 }
 
 fn sim(server: &str, extra: &[&str]) -> Value {
@@ -92,36 +52,11 @@ fn sim(server: &str, extra: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn sql(data: &Path, query: &str) -> Vec<Value> {
-    let out = hexroad(&["sql", "--format", "json", "--data"])
-        .arg(data)
-        .arg(query)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn count(data: &Path, query: &str) -> u64 {
-    sql(data, query)[0]
-        .as_object()
-        .unwrap()
-        .values()
-        .next()
-        .unwrap()
-        .as_u64()
-        .unwrap()
-}
-
 /// Waits until every accepted video has a vision verdict.
 fn wait_processed(data: &Path, within: Duration) {
     let t0 = Instant::now();
     loop {
-        let left = count(
+        let left = sql_u64(
             data,
             "SELECT count(*) AS n FROM uploads WHERE kind = 'video' AND status = 'accepted' \
              AND upload_id NOT IN (SELECT upload_id FROM processing)",
@@ -314,7 +249,7 @@ fn a_missing_or_corrupt_model_publishes_nothing() {
         assert_eq!(row["status"], "failed", "{row}");
         assert!(row["reason"].as_str().unwrap().contains("model"), "{row}");
     }
-    assert_eq!(count(&data, "SELECT count(*) AS n FROM frames"), 0);
+    assert_eq!(sql_u64(&data, "SELECT count(*) AS n FROM frames"), 0);
     assert!(!data.join("frames").exists(), "no frame objects");
 }
 
@@ -335,13 +270,13 @@ fn serve_publishes_frames_but_not_for_stops_or_copied_drives() {
         verdicts.iter().all(|v| v["status"] == "processed"),
         "{verdicts:?}"
     );
-    let published = count(
+    let published = sql_u64(
         &data,
         "SELECT count(*) AS n FROM frames WHERE image_key IS NOT NULL",
     );
     assert!(published > 20, "{published}");
     assert_eq!(
-        count(
+        sql_u64(
             &data,
             "SELECT count(*) - count(DISTINCT frame_id) AS n FROM frames"
         ),
@@ -429,7 +364,7 @@ fn serve_publishes_frames_but_not_for_stops_or_copied_drives() {
         "at least 90 % of the copy is deduplicated: {copy:?}"
     );
     assert!(new * 10 <= n, "{copy:?}");
-    let pointing_home = count(
+    let pointing_home = sql_u64(
         &data,
         "SELECT count(*) AS n FROM frames c JOIN frames o ON c.dedupe_of = o.frame_id \
          JOIN uploads u ON c.upload_id = u.upload_id \
@@ -509,11 +444,11 @@ fn a_worker_killed_midway_restarts_and_every_frame_appears_once() {
         "the same frames as a run never killed"
     );
     assert_eq!(
-        count(
+        sql_u64(
             &data,
             "SELECT count(DISTINCT upload_id) AS n FROM processing WHERE status = 'processed'"
         ),
-        count(
+        sql_u64(
             &data,
             "SELECT count(*) AS n FROM uploads WHERE kind = 'video' AND status = 'accepted'"
         )

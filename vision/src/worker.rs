@@ -236,9 +236,9 @@ impl Worker {
 
     /// Uploads with no `processing` verdict yet (failed ones are retried).
     pub async fn pending(&self) -> Result<Vec<PendingUpload>> {
-        let ctx = self.lake.session().await?;
-        let batches = ctx
-            .sql(
+        let batches = self
+            .lake
+            .query(
                 "SELECT upload_id, device_id, contributor_id, kind, drive_id, object_key, \
                  received_at, media FROM uploads \
                  WHERE status = 'accepted' AND kind IN ('video', 'frames') \
@@ -246,11 +246,8 @@ impl Worker {
                                        WHERE status IN ('processed', 'rejected')) \
                  ORDER BY received_at, upload_id",
             )
-            .await
-            .map_err(hexroad_lake::Error::from)?
-            .collect()
-            .await
-            .map_err(hexroad_lake::Error::from)?;
+            .await?
+            .batches;
         let mut out = Vec::new();
         for b in &batches {
             let s = |i: usize| b.column(i).as_string::<i32>();
@@ -319,7 +316,6 @@ impl Worker {
     }
 
     async fn track_of(&self, upload: &PendingUpload) -> Result<Track> {
-        let ctx = self.lake.session().await?;
         let quote = |s: &str| s.replace('\'', "''");
         let filter = if upload.kind == "frames" {
             format!("g.upload_id = '{}'", upload.upload_id)
@@ -338,13 +334,7 @@ impl Worker {
              JOIN uploads u ON g.upload_id = u.upload_id \
              WHERE u.status = 'accepted' AND {filter}"
         );
-        let batches = ctx
-            .sql(&sql)
-            .await
-            .map_err(hexroad_lake::Error::from)?
-            .collect()
-            .await
-            .map_err(hexroad_lake::Error::from)?;
+        let batches = self.lake.query(&sql).await?.batches;
         let mut points = Vec::new();
         for b in &batches {
             let ts = b.column(0).as_primitive::<TimestampMicrosecondType>();
@@ -607,14 +597,7 @@ impl Worker {
             lo0 - margin,
             lo1 + margin
         );
-        let ctx = self.lake.session().await?;
-        let batches = ctx
-            .sql(&sql)
-            .await
-            .map_err(hexroad_lake::Error::from)?
-            .collect()
-            .await
-            .map_err(hexroad_lake::Error::from)?;
+        let batches = self.lake.query(&sql).await?.batches;
         let mut index = DedupeIndex::new(self.config.dedupe_resolution);
         for b in &batches {
             let ids = b.column(0).as_string::<i32>();
