@@ -195,35 +195,36 @@ fn video_file(
     on_frame: &mut dyn FnMut(u64, &[crate::Detection]) -> Result<()>,
 ) -> Result<u64> {
     let tmp = out.with_extension("hexroad-part.mp4");
-    // Decoding runs on its own thread, ahead of detection, so both cores work.
-    let (tx, rx) = mpsc::sync_channel::<(u32, u32, (i32, i32), image::RgbImage)>(4);
+    // Decoding, colour conversion and resizing for the models run on their
+    // own thread, ahead of inference, so both cores work.
+    let (tx, rx) = mpsc::sync_channel::<(image::RgbImage, Vec<crate::detect::Prepared>)>(3);
     let path = input.to_owned();
+    let configs = anonymizer.configs();
     let decoder = std::thread::spawn(move || {
         video::decode(&path, |picture| {
             let rgb = picture.to_rgb()?;
-            Ok(
-                if tx
-                    .send((picture.width(), picture.height(), (30, 1), rgb))
-                    .is_ok()
-                {
-                    Flow::Continue
-                } else {
-                    Flow::Stop
-                },
-            )
+            let prepared = crate::prepare_all(&configs, &rgb)?;
+            Ok(if tx.send((rgb, prepared)).is_ok() {
+                Flow::Continue
+            } else {
+                Flow::Stop
+            })
         })
     });
     let mut writer: Option<video::Mp4Writer> = None;
     let mut n = 0u64;
     let mut failed = None;
-    for (w, h, _, mut frame) in rx.iter() {
-        let result = anonymizer.anonymize(&mut frame).and_then(|hidden| {
-            on_frame(n, &hidden.detections)?;
-            if writer.is_none() {
-                writer = Some(video::Mp4Writer::create(&tmp, w, h, probe_fps(input))?);
-            }
-            writer.as_mut().map_or(Ok(()), |wr| wr.push(frame))
-        });
+    for (mut frame, prepared) in rx.iter() {
+        let (w, h) = frame.dimensions();
+        let result = anonymizer
+            .anonymize_prepared(&mut frame, prepared)
+            .and_then(|hidden| {
+                on_frame(n, &hidden.detections)?;
+                if writer.is_none() {
+                    writer = Some(video::Mp4Writer::create(&tmp, w, h, probe_fps(input))?);
+                }
+                writer.as_mut().map_or(Ok(()), |wr| wr.push(frame))
+            });
         if let Err(e) = result {
             failed = Some(e);
             break;

@@ -144,6 +144,48 @@ impl DetectorConfig {
     }
 }
 
+/// A frame turned into one detector's input, ready for inference.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    input: Vec<f32>,
+    frame: (u32, u32),
+    model: (u32, u32),
+    letterbox: Option<crate::tensor::Letterbox>,
+}
+
+impl DetectorConfig {
+    /// The model input size used for a frame of `width`×`height`.
+    pub fn input_size(&self, width: u32, height: u32) -> (u32, u32) {
+        match self.input {
+            InputSize::Full => (width.div_ceil(32) * 32, height.div_ceil(32) * 32),
+            InputSize::Fixed { width, height } => (width, height),
+        }
+    }
+
+    /// Resizes `frame` into this detector's input: the costly half of
+    /// pre-processing, kept apart so it can overlap with inference.
+    pub fn prepare(&self, frame: &RgbImage) -> Result<Prepared> {
+        let (w, h) = frame.dimensions();
+        if w == 0 || h == 0 {
+            return Err(Error::Frame("the frame is empty".into()));
+        }
+        let (iw, ih) = self.input_size(w, h);
+        let (input, letterbox) = match self.decoder {
+            DecoderKind::Centerface => (crate::tensor::resize_to_nchw(frame, iw, ih), None),
+            DecoderKind::Yolo => {
+                let (input, lb) = crate::tensor::letterbox_to_nchw(frame, iw, ih);
+                (input, Some(lb))
+            }
+        };
+        Ok(Prepared {
+            input,
+            frame: (w, h),
+            model: (iw, ih),
+            letterbox,
+        })
+    }
+}
+
 /// One region found in a frame, in the frame's pixel coordinates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Detection {
@@ -250,6 +292,16 @@ impl Detector {
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(|e| ort_err(e.into()))?
             .with_intra_threads(threads)
+            .map_err(|e| ort_err(e.into()))?
+            // Idle ONNX Runtime threads block instead of spinning, leaving the
+            // cores to the decode and encode threads running beside them.
+            .with_intra_op_spinning(false)
+            .map_err(|e| ort_err(e.into()))?
+            // Denormal activations cost far more than they are worth in a detector.
+            .with_flush_to_zero()
+            .map_err(|e| ort_err(e.into()))?
+            // Its warnings about the weights of older exports are not ours to fix.
+            .with_log_level(ort::logging::LogLevel::Error)
             .map_err(|e| ort_err(e.into()))?;
         match config.provider {
             Provider::Cpu => {}
@@ -310,22 +362,26 @@ impl Detector {
 
     /// The model input size used for a frame of `width`×`height`.
     pub fn input_size(&self, width: u32, height: u32) -> (u32, u32) {
-        match self.config.input {
-            InputSize::Full => (width.div_ceil(32) * 32, height.div_ceil(32) * 32),
-            InputSize::Fixed { width, height } => (width, height),
-        }
+        self.config.input_size(width, height)
     }
 
     /// Finds the configured classes in `frame`.
     pub fn detect(&mut self, frame: &RgbImage) -> Result<Vec<Detection>> {
-        let (w, h) = frame.dimensions();
-        if w == 0 || h == 0 {
-            return Err(Error::Frame("the frame is empty".into()));
-        }
-        let (iw, ih) = self.input_size(w, h);
-        let raw = match self.config.decoder {
-            DecoderKind::Centerface => {
-                let input = crate::tensor::resize_to_nchw(frame, iw, ih);
+        let prepared = self.config.prepare(frame)?;
+        self.detect_prepared(prepared)
+    }
+
+    /// Finds the configured classes in a frame already turned into model
+    /// input ([`DetectorConfig::prepare`], which may run on another thread).
+    pub fn detect_prepared(&mut self, prepared: Prepared) -> Result<Vec<Detection>> {
+        let Prepared {
+            input,
+            frame: (w, h),
+            model: (iw, ih),
+            letterbox,
+        } = prepared;
+        let raw = match (self.config.decoder, letterbox) {
+            (DecoderKind::Centerface, _) => {
                 let outputs = self.run(input, iw, ih)?;
                 crate::decode::centerface(
                     &outputs[0],
@@ -342,13 +398,17 @@ impl Detector {
                 })
                 .collect::<Vec<_>>()
             }
-            DecoderKind::Yolo => {
-                let (input, letterbox) = crate::tensor::letterbox_to_nchw(frame, iw, ih);
+            (DecoderKind::Yolo, Some(letterbox)) => {
                 let outputs = self.run(input, iw, ih)?;
                 crate::decode::yolo(&outputs[0], self.config.threshold, self.config.nms_iou)?
                     .into_iter()
                     .map(|b| letterbox.to_frame(b))
                     .collect()
+            }
+            (DecoderKind::Yolo, None) => {
+                return Err(Error::Internal(
+                    "YOLO input prepared without a letterbox".into(),
+                ));
             }
         };
         let names: Vec<&String> = self.config.classes.keys().collect();

@@ -25,6 +25,14 @@ pub use detect::{Action, DecoderKind, Detection, Detector, DetectorConfig, Input
 pub use error::{Error, Result};
 pub use worker::{VisionConfig, Worker};
 
+/// Every detector's input for `frame`, for [`Anonymizer::anonymize_prepared`].
+pub fn prepare_all(
+    configs: &[DetectorConfig],
+    frame: &image::RgbImage,
+) -> Result<Vec<detect::Prepared>> {
+    configs.iter().map(|c| c.prepare(frame)).collect()
+}
+
 /// Detectors plus masking: what turns a frame into a publishable one.
 pub struct Anonymizer {
     detectors: Vec<Detector>,
@@ -69,11 +77,38 @@ impl Anonymizer {
             .join(",")
     }
 
+    /// The detectors' settings, for preparing inputs on another thread.
+    pub fn configs(&self) -> Vec<DetectorConfig> {
+        self.detectors.iter().map(|d| d.config().clone()).collect()
+    }
+
     /// Detects with every detector and hides what they found, in place.
     pub fn anonymize(&mut self, frame: &mut image::RgbImage) -> Result<Hidden> {
+        let prepared = self
+            .detectors
+            .iter()
+            .map(|d| d.config().prepare(frame))
+            .collect::<Result<Vec<_>>>()?;
+        self.anonymize_prepared(frame, prepared)
+    }
+
+    /// As [`Anonymizer::anonymize`], with the inputs already prepared by
+    /// [`prepare_all`] (one per detector, in order).
+    pub fn anonymize_prepared(
+        &mut self,
+        frame: &mut image::RgbImage,
+        prepared: Vec<detect::Prepared>,
+    ) -> Result<Hidden> {
+        if prepared.len() != self.detectors.len() {
+            return Err(Error::Internal(format!(
+                "{} inputs prepared for {} detectors",
+                prepared.len(),
+                self.detectors.len()
+            )));
+        }
         let mut detections = Vec::new();
-        for d in &mut self.detectors {
-            detections.extend(d.detect(frame)?);
+        for (d, p) in self.detectors.iter_mut().zip(prepared) {
+            detections.extend(d.detect_prepared(p)?);
         }
         blur::apply(frame, &detections, &self.mask);
         let count = |word: &str| {

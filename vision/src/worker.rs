@@ -663,7 +663,12 @@ struct Candidate {
     rgb: image::RgbImage,
     /// Set when the camera has not moved since the last candidate.
     stationary_of: Option<String>,
+    inputs: Inputs,
 }
+
+/// The detectors' inputs for a candidate, prepared beside decoding; `None`
+/// for a frame already known to be a duplicate.
+type Inputs = Option<Vec<crate::detect::Prepared>>;
 
 /// Everything the blocking part of one upload needs.
 struct Job {
@@ -801,7 +806,11 @@ impl Job {
                 continue;
             }
             let mut rgb = cand.rgb;
-            match anonymizer.anonymize(&mut rgb) {
+            let hidden = match cand.inputs {
+                Some(inputs) => anonymizer.anonymize_prepared(&mut rgb, inputs),
+                None => anonymizer.anonymize(&mut rgb),
+            };
+            match hidden {
                 Ok(hidden) => {
                     row.faces_blurred = hidden.faces;
                     row.plates_blurred = hidden.plates;
@@ -878,10 +887,16 @@ fn sample_frames(
         if stationary_of.is_none() {
             last = Some((index, pose));
         }
+        let rgb = rgb()?;
+        let inputs = match stationary_of {
+            None => Some(crate::prepare_all(&config.detectors, &rgb)?),
+            Some(_) => None,
+        };
         let cand = Candidate {
             index,
             pose,
-            rgb: rgb()?,
+            rgb,
+            inputs,
             stationary_of,
         };
         Ok(if tx.send(cand).is_ok() {
