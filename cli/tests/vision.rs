@@ -469,3 +469,110 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A JPEG frame bundle (a phone app's upload) goes the same way as video:
+/// frames placed on its own track, one per 3 m, the standing ones dropped.
+#[test]
+fn a_jpeg_frame_bundle_is_sampled_and_published() {
+    use hexroad_dashcam_sim::{DeviceClient, DeviceKey, Outcome, Stats, UploadSpec};
+    use hexroad_lake::GnssPoint;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, true);
+    // 40 s north along a street at 6 m/s, then 20 s parked; a frame every second.
+    let t0 = chrono::Utc::now() - chrono::Duration::hours(2);
+    let t0 = t0 - chrono::Duration::milliseconds(t0.timestamp_subsec_millis().into());
+    let mut points = Vec::new();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut add = |name: String, bytes: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, name, bytes).unwrap();
+    };
+    for s in 0..=60i64 {
+        let moving = s <= 40;
+        let metres = 6.0 * s.min(40) as f64;
+        let ts = t0 + chrono::Duration::seconds(s);
+        points.push(GnssPoint {
+            ts,
+            lat: 60.17 + metres / 111_200.0,
+            lon: 24.94,
+            alt: None,
+            speed: Some(if moving { 6.0 } else { 0.0 }),
+            heading: Some(0.0),
+            hdop: Some(0.9),
+        });
+        let frame = image::RgbImage::from_fn(320, 240, |x, y| {
+            let v = ((x as f64 / 9.0 + metres / 3.0).sin() * 60.0 + 120.0 + y as f64 / 4.0) as u8;
+            image::Rgb([v, v / 2, 200 - v / 2])
+        });
+        let mut jpeg = std::io::Cursor::new(Vec::new());
+        frame.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+        add(format!("{}.jpg", ts.timestamp_millis()), &jpeg.into_inner());
+    }
+    add(
+        "track.gpx".into(),
+        hexroad_lake::wire::track::write_gpx(&points, "test").as_bytes(),
+    );
+    let bundle = tar.into_inner().unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let outcome = runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let key = DeviceKey::from_seed([7; 32]);
+        let stats = Stats::default();
+        let client = DeviceClient {
+            http: &http,
+            server: &server.base,
+            key: &key,
+            stats: &stats,
+            flaky: None,
+            chunk_size: 1 << 20,
+            retry_for: Duration::from_secs(10),
+            replayer: false,
+        };
+        client.register("phone-user", "phone", "app").await.unwrap();
+        client
+            .upload(UploadSpec {
+                kind: "frames",
+                format: "tar",
+                drive_id: "walk-1",
+                filename: "bundle.tar",
+                data: bundle.into(),
+            })
+            .await
+            .unwrap()
+    });
+    assert!(
+        matches!(outcome, Outcome::Acknowledged { .. }),
+        "{outcome:?}"
+    );
+    let t = Instant::now();
+    while sql_u64(&data, "SELECT count(*) AS n FROM processing") == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the bundle was not processed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let verdict = sql(&data, "SELECT status, reason FROM processing");
+    assert_eq!(verdict[0]["status"], "processed", "{verdict:?}");
+    // 240 m at one frame per second (6 m apart): every moving frame is due,
+    // none of the 20 parked ones.
+    let published = sql_u64(
+        &data,
+        "SELECT count(*) AS n FROM frames WHERE image_key IS NOT NULL",
+    );
+    assert!((40..=42).contains(&published), "{published}");
+    let parked = sql_u64(
+        &data,
+        &format!(
+            "SELECT count(*) AS n FROM frames WHERE image_key IS NOT NULL AND ts > to_timestamp_millis({})",
+            (t0 + chrono::Duration::seconds(41)).timestamp_millis()
+        ),
+    );
+    assert_eq!(parked, 0);
+}
