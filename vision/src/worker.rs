@@ -223,7 +223,10 @@ impl Worker {
         tokio::pin!(shutdown);
         loop {
             match self.run_once(Utc::now()).await {
-                Ok(pass) if pass != Pass::default() => info!(?pass, "vision pass"),
+                Ok(pass) if pass.processed + pass.rejected + pass.failed > 0 => {
+                    info!(?pass, "vision pass");
+                }
+                Ok(pass) if pass.skipped > 0 => tracing::debug!(?pass, "vision pass"),
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "vision pass failed; retrying"),
             }
@@ -289,9 +292,11 @@ impl Worker {
                 continue;
             }
             let track = self.track_of(&upload).await?;
+            let mut track_refused = None;
             if track.is_empty() {
+                track_refused = self.refused_track(&upload).await?;
                 let waited = (now - upload.received_at).to_std().unwrap_or_default();
-                if waited < self.config.track_wait {
+                if track_refused.is_none() && waited < self.config.track_wait {
                     pass.skipped += 1;
                     continue;
                 }
@@ -300,7 +305,20 @@ impl Worker {
                 pass.skipped += 1;
                 continue;
             }
-            let verdict = self.process(&upload, track, now).await;
+            let verdict = match track_refused {
+                Some(reason) => ProcessingRecord {
+                    upload_id: upload.upload_id,
+                    status: ProcessingStatus::Rejected,
+                    reason: Some(format!(
+                        "no_track: the drive's GNSS track was rejected: {reason}"
+                    )),
+                    frames_published: 0,
+                    frames_deduplicated: 0,
+                    worker: self.id.clone(),
+                    at: Utc::now(),
+                },
+                None => self.process(&upload, track, now).await,
+            };
             match verdict.status {
                 ProcessingStatus::Processed => pass.processed += 1,
                 ProcessingStatus::Rejected => pass.rejected += 1,
@@ -313,6 +331,32 @@ impl Worker {
             self.lake.append_rows(TableName::Processing, batch).await?;
         }
         Ok(pass)
+    }
+
+    /// Why ingest refused this video's GNSS track, if it did: no track will come.
+    async fn refused_track(&self, upload: &PendingUpload) -> Result<Option<String>> {
+        let Some(drive) = upload
+            .drive_id
+            .as_deref()
+            .filter(|_| upload.kind == "video")
+        else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "SELECT reject_reason FROM uploads WHERE kind = 'gnss' AND status = 'rejected' \
+             AND device_id = '{}' AND drive_id = '{}' LIMIT 1",
+            upload.device_id.as_str().replace('\'', "''"),
+            drive.replace('\'', "''")
+        );
+        let batches = self.lake.query(&sql).await?.batches;
+        Ok(batches.iter().find(|b| b.num_rows() > 0).map(|b| {
+            let reasons = b.column(0).as_string::<i32>();
+            if reasons.is_null(0) {
+                "rejected".to_owned()
+            } else {
+                reasons.value(0).to_owned()
+            }
+        }))
     }
 
     async fn track_of(&self, upload: &PendingUpload) -> Result<Track> {
