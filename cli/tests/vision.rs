@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{Server, hexroad, root, sql, sql_u64};
+use common::{Server, hexroad, root, sql, sql_u64, succeed};
 
 fn python() -> PathBuf {
     std::env::var_os("HEXROAD_PYTHON")
@@ -31,7 +31,7 @@ fn serve(data: &Path, vision: bool) -> Server {
 }
 
 fn sim(server: &str, extra: &[&str]) -> Value {
-    let out = hexroad(&[
+    let mut cmd = hexroad(&[
         "sim",
         "--server",
         server,
@@ -40,15 +40,8 @@ fn sim(server: &str, extra: &[&str]) -> Value {
         "320x240@10",
         "--seed",
         "5",
-    ])
-    .args(extra)
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "sim: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ]);
+    let out = succeed(cmd.args(extra));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -439,15 +432,7 @@ fn a_worker_killed_midway_restarts_and_every_frame_appears_once() {
     worker.wait().unwrap();
 
     for d in [&data, &clean] {
-        let out = hexroad(&["vision", "--once", "--data"])
-            .arg(d)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeed(hexroad(&["vision", "--once", "--data"]).arg(d));
     }
     let ids = |d: &Path| -> Vec<String> {
         sql(d, "SELECT frame_id FROM frames ORDER BY frame_id")

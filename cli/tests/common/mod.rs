@@ -65,17 +65,24 @@ pub fn serve(data: &Path, listen: &str, env: &[(&str, &str)]) -> Server {
     }
 }
 
-/// `hexroad sql --format json`, which must succeed.
-pub fn sql(data: &Path, query: &str) -> Vec<Value> {
-    let out = hexroad(&["sql", "--format", "json", "--data"])
-        .arg(data)
-        .arg(query)
-        .output()
-        .unwrap();
+/// Runs `cmd` to its end; it must succeed (its stderr is the failure message).
+pub fn succeed(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{:?}: {}",
+        cmd.get_args().collect::<Vec<_>>(),
         String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `hexroad sql --format json`, which must succeed.
+pub fn sql(data: &Path, query: &str) -> Vec<Value> {
+    let out = succeed(
+        hexroad(&["sql", "--format", "json", "--data"])
+            .arg(data)
+            .arg(query),
     );
     serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
 }
