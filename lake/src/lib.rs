@@ -11,6 +11,7 @@
 
 mod error;
 pub mod grid;
+pub mod h3sql;
 mod ids;
 mod records;
 pub mod schema;

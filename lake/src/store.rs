@@ -391,6 +391,7 @@ impl Lake {
     /// the latest committed version. `gnss.cell` is presented as `UInt64`.
     pub async fn session(&self) -> Result<SessionContext> {
         let ctx = SessionContext::new();
+        crate::h3sql::register(&ctx);
         self.register_tables(&ctx).await?;
         Ok(ctx)
     }
