@@ -13,7 +13,13 @@ pub struct Args {
     /// Output format: table, csv or json.
     #[arg(long, default_value = "table")]
     format: OutputFormat,
-    /// The SQL query.
+    /// Stop the query after this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+    /// Memory for joins, sorts and aggregations, MiB.
+    #[arg(long, default_value_t = 1024)]
+    memory_mib: usize,
+    /// The SQL query (read-only: SELECT and EXPLAIN).
     query: String,
 }
 
@@ -21,7 +27,11 @@ pub async fn run(args: Args) -> Result<()> {
     let lake = Lake::open(&args.data)
         .await
         .with_context(|| format!("opening data location {}", args.data))?;
-    let output = lake.query(&args.query).await?;
+    let limits = hexroad_lake::QueryLimits {
+        timeout: args.timeout,
+        memory_bytes: args.memory_mib.saturating_mul(1 << 20),
+    };
+    let output = lake.query_read_only(&args.query, limits).await?;
     let text = render_batches(&output.batches, args.format)?;
     std::io::stdout().write_all(text.as_bytes())?;
     Ok(())

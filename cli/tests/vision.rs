@@ -295,6 +295,39 @@ fn serve_publishes_frames_but_not_for_stops_or_copied_drives() {
         ),
         0
     );
+    // The analyst's views agree with the rows they summarise.
+    assert_eq!(
+        sql_u64(
+            &data,
+            "SELECT CAST(sum(frames) AS BIGINT UNSIGNED) AS n FROM coverage"
+        ),
+        published
+    );
+    assert_eq!(
+        sql_u64(
+            &data,
+            "SELECT count(*) AS n FROM freshness WHERE age_days < 0 OR age_days > 1"
+        ),
+        0
+    );
+    let fleet = sql(&data, "SELECT uploads, rejections, km_driven FROM fleet");
+    assert_eq!(fleet.len(), 4, "{fleet:?}");
+    assert!(
+        fleet.iter().any(|d| d["rejections"].as_u64().unwrap() > 0),
+        "the spoofer: {fleet:?}"
+    );
+    assert!(
+        fleet.iter().all(|d| d["uploads"].as_u64().unwrap() > 0),
+        "{fleet:?}"
+    );
+    assert!(
+        fleet
+            .iter()
+            .filter(|d| d["km_driven"].as_f64().unwrap() > 0.1)
+            .count()
+            >= 3,
+        "{fleet:?}"
+    );
     // Published images exist, are JPEG and carry no metadata.
     for row in sql(
         &data,

@@ -31,6 +31,14 @@ pub enum Error {
     #[error("the query failed")]
     Query(#[from] deltalake::datafusion::error::DataFusionError),
 
+    /// A query from outside tried to change something: the lake is read-only to SQL.
+    #[error("read-only: {0}")]
+    ReadOnly(String),
+
+    /// A query ran past its time limit and was stopped.
+    #[error("the query ran longer than its limit of {limit_s} s and was stopped")]
+    QueryTimeout { limit_s: f64 },
+
     /// A coordinate cannot be placed on the H3 grid.
     #[error("coordinate ({lat}, {lon}) is not on the grid: {reason}")]
     Grid { lat: f64, lon: f64, reason: String },

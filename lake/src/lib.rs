@@ -17,6 +17,7 @@ mod records;
 pub mod schema;
 mod sql;
 mod store;
+pub mod views;
 pub mod wire;
 
 pub use error::{Error, Result};
@@ -26,7 +27,7 @@ pub use records::{
     TelemetrySample, UploadKind, UploadRecord, UploadStatus,
 };
 pub use schema::TableName;
-pub use sql::{OutputFormat, QueryOutput, render_batches};
+pub use sql::{OutputFormat, QueryLimits, QueryOutput, render_batches};
 pub use store::{CommitOutcome, Lake, UploadSummary, root_url};
 
 /// The store crates, as `lake` uses them, so every crate names one version.

@@ -427,6 +427,10 @@ impl Lake {
             let view = frame.select(exprs)?.into_view();
             ctx.register_table(name.as_str(), view)?;
         }
+        for (name, sql) in crate::views::VIEWS {
+            let view = ctx.sql(sql).await?.into_view();
+            ctx.register_table(*name, view)?;
+        }
         Ok(())
     }
 }

@@ -24,7 +24,9 @@ pub fn root() -> PathBuf {
 /// `hexroad …` run from the repository root, where the set-up put `datasets/`.
 pub fn hexroad(args: &[&str]) -> Command {
     let mut cmd = Command::new(bin());
-    cmd.current_dir(root()).args(args).env("RUST_LOG", "warn");
+    cmd.current_dir(root())
+        .args(args)
+        .env("RUST_LOG", "warn,buoyant_kernel=off,ort=error");
     cmd
 }
 
