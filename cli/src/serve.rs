@@ -48,10 +48,18 @@ pub async fn run(args: Args) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
     let addr = listener.local_addr()?;
+    let sql = settings.sql.service()?;
+    if !addr.ip().is_loopback() && sql.token.is_none() {
+        anyhow::bail!(
+            "listening on {addr}, beyond loopback, needs a token for POST /v1/sql: \
+             set sql.token in the settings file or HEXROAD__SQL__TOKEN"
+        );
+    }
     // The one line a person or a script waits for.
     println!("hexroad serving on http://{addr} (data: {})", lake.root());
     info!(%addr, data = %lake.root(), "serving");
-    axum::serve(listener, app(state))
+    let router = app(state).merge(hexroad_lake::http::router(Arc::clone(&lake), sql));
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown())
         .await
         .context("serving")?;

@@ -18,6 +18,47 @@ pub struct Settings {
     pub listen: String,
     pub ingest: IngestConfig,
     pub vision: VisionConfig,
+    pub sql: SqlSettings,
+}
+
+/// `POST /v1/sql` on the HTTP port.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqlSettings {
+    /// Bearer token queries must carry; required when listening beyond loopback.
+    pub token: Option<String>,
+    /// A query's time limit, seconds.
+    pub timeout_s: f64,
+    /// Memory for a query's joins, sorts and aggregations, MiB.
+    pub memory_mib: usize,
+}
+
+impl Default for SqlSettings {
+    fn default() -> Self {
+        Self {
+            token: None,
+            timeout_s: 60.0,
+            memory_mib: 1024,
+        }
+    }
+}
+
+impl SqlSettings {
+    pub fn service(&self) -> Result<hexroad_lake::http::SqlService> {
+        if !(self.timeout_s > 0.0 && self.timeout_s.is_finite()) {
+            bail!("sql.timeout_s must be a positive number of seconds");
+        }
+        if self.token.as_deref().is_some_and(|t| t.len() < 16) {
+            bail!("sql.token must be at least 16 characters");
+        }
+        Ok(hexroad_lake::http::SqlService {
+            limits: hexroad_lake::QueryLimits {
+                timeout: std::time::Duration::from_secs_f64(self.timeout_s),
+                memory_bytes: self.memory_mib.saturating_mul(1 << 20),
+            },
+            token: self.token.clone(),
+        })
+    }
 }
 
 impl Default for Settings {
@@ -27,6 +68,7 @@ impl Default for Settings {
             listen: "127.0.0.1:8080".into(),
             ingest: IngestConfig::default(),
             vision: VisionConfig::default(),
+            sql: SqlSettings::default(),
         }
     }
 }
@@ -73,6 +115,10 @@ pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) ->
         .validate()
         .map_err(anyhow::Error::msg)
         .context("invalid settings in [vision]")?;
+    settings
+        .sql
+        .service()
+        .context("invalid settings in [sql]")?;
     Ok(settings)
 }
 

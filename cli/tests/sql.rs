@@ -83,3 +83,99 @@ fn changes_runaway_queries_and_bad_sql_are_refused_and_nothing_changes() {
         "no table version was added"
     );
 }
+
+#[test]
+fn post_v1_sql_answers_json_csv_and_arrow_and_refuses_what_it_must() {
+    use common::serve;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = "a-test-token-of-some-length";
+    let server = serve(
+        &data,
+        "127.0.0.1:0",
+        &[
+            ("HEXROAD__VISION__ENABLED", "false"),
+            ("HEXROAD__SQL__TOKEN", token),
+            ("HEXROAD__SQL__TIMEOUT_S", "0.5"),
+        ],
+    );
+    let url = format!("{}/v1/sql", server.base);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let post = |body: &str, accept: &str, auth: bool| {
+            let mut req = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("accept", accept)
+                .body(serde_json::json!({ "query": body }).to_string());
+            if auth {
+                req = req.bearer_auth(token);
+            }
+            req.send()
+        };
+        let json_error = |status: u16, code: &'static str| {
+            move |r: reqwest::Response| async move {
+                assert_eq!(r.status().as_u16(), status);
+                let v: serde_json::Value = r.json().await.unwrap();
+                assert_eq!(v["error"], code, "{v}");
+                assert!(!v["message"].as_str().unwrap().is_empty());
+            }
+        };
+        let q = "SELECT h3_latlng_to_cell(60.17, 24.94, 9) AS cell, 'x' AS s UNION ALL SELECT h3_latlng_to_cell(0.5, 0.5, 9), 'y' ORDER BY s";
+
+        json_error(401, "unauthorized")(post(q, "application/json", false).await.unwrap()).await;
+
+        let r = post(q, "application/json", true).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let rows: Vec<serde_json::Value> = r.json().await.unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0]["cell"].as_u64(), Some(617294884152279039));
+
+        let r = post(q, "text/csv", true).await.unwrap();
+        assert_eq!(r.headers()["content-type"], "text/csv");
+        let csv = r.text().await.unwrap();
+        assert!(csv.starts_with("cell,s\n617294884152279039,x\n"), "{csv}");
+
+        let r = post(q, "application/vnd.apache.arrow.stream", true).await.unwrap();
+        let bytes = r.bytes().await.unwrap();
+        let reader =
+            hexroad_lake::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+                .unwrap();
+        let batches: Vec<_> = reader.map(Result::unwrap).collect();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+        assert_eq!(
+            batches[0].schema().field(0).data_type(),
+            &hexroad_lake::arrow::datatypes::DataType::UInt64
+        );
+
+        json_error(403, "read_only")(post("DROP TABLE uploads", "application/json", true).await.unwrap()).await;
+        json_error(400, "bad_query")(post("SELEC 1", "application/json", true).await.unwrap()).await;
+        json_error(408, "query_timeout")(
+            post(
+                "SELECT count(*) FROM generate_series(1, 1000000000) a, generate_series(1, 1000) b",
+                "application/json",
+                true,
+            )
+            .await
+            .unwrap(),
+        )
+        .await;
+        // And it keeps serving.
+        let r = post("SELECT count(*) AS n FROM uploads", "application/json", true).await.unwrap();
+        assert_eq!(r.status(), 200);
+    });
+}
+
+#[test]
+fn serve_beyond_loopback_without_a_token_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hexroad(&["serve", "--listen", "0.0.0.0:0", "--data"])
+        .arg(dir.path().join("data"))
+        .env("HEXROAD__VISION__ENABLED", "false")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("needs a token"), "{stderr}");
+}

@@ -95,6 +95,21 @@ pub fn document() -> Value {
             "/healthz": { "get": { "summary": "liveness", "responses": { "200": { "description": "ok" } } } },
             "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "text exposition format" } } } },
             "/openapi.json": { "get": { "summary": "this document", "responses": { "200": { "description": "OpenAPI 3.1" } } } },
+            "/v1/sql": { "post": {
+                "summary": "one read-only SQL query (SELECT or EXPLAIN) over the tables and views; the answer's format follows Accept: application/json (default), text/csv, application/vnd.apache.arrow.stream. Served by `hexroad serve`; needs `Authorization: Bearer <sql.token>` when a token is configured",
+                "requestBody": { "required": true, "content": {
+                    "application/json": { "schema": { "type": "object", "required": ["query"], "properties": { "query": { "type": "string" } } } },
+                    "text/plain": { "schema": { "type": "string" } }
+                } },
+                "responses": {
+                    "200": { "description": "the rows" },
+                    "400": { "description": "bad_query or bad_request", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                    "401": { "description": "unauthorized: missing or wrong bearer token" },
+                    "403": { "description": "read_only: DDL, DML and SET are refused" },
+                    "408": { "description": "query_timeout" },
+                    "413": { "description": "memory_limit" }
+                }
+            } },
             "/v1/devices": { "post": {
                 "summary": "register a device key for a contributor; the request must be signed by that key (proof of possession)",
                 "security": signed(),

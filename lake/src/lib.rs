@@ -12,6 +12,7 @@
 mod error;
 pub mod grid;
 pub mod h3sql;
+pub mod http;
 mod ids;
 mod records;
 pub mod schema;

@@ -1,0 +1,181 @@
+//! `POST /v1/sql` on the HTTP port: one read-only query, answered as JSON,
+//! CSV or Arrow IPC (stream) as the `Accept` header asks. Errors are JSON
+//! `{"error": code, "message": …}` like every hexroad endpoint.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Deserialize;
+
+use crate::{Error, Lake, OutputFormat, QueryLimits, render_batches};
+
+/// Who may query, and within what.
+#[derive(Debug, Clone, Default)]
+pub struct SqlService {
+    pub limits: QueryLimits,
+    /// When set, requests must carry `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+struct Shared {
+    lake: Arc<Lake>,
+    service: SqlService,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    query: String,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": code, "message": message.into() })),
+    )
+        .into_response()
+}
+
+/// The SQL routes, to merge into a server's router.
+pub fn router(lake: Arc<Lake>, service: SqlService) -> Router {
+    let shared = Arc::new(Shared { lake, service });
+    Router::new()
+        .route("/v1/sql", post(query))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&shared), bearer))
+        .with_state(shared)
+}
+
+async fn bearer(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &shared.service.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Compared in full whatever the mismatch, so timing reveals nothing.
+        let ok = given.is_some_and(|g| {
+            g.len() == token.len()
+                && g.bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        });
+        if !ok {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "POST /v1/sql needs Authorization: Bearer <token> (the server's sql.token)",
+            );
+        }
+    }
+    next.run(req).await
+}
+
+async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let query = if headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+    {
+        match serde_json::from_slice::<Body>(&body) {
+            Ok(b) => b.query,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("the body must be {{\"query\": \"SELECT …\"}}: {e}"),
+                );
+            }
+        }
+    } else {
+        match String::from_utf8(body.to_vec()) {
+            Ok(q) => q,
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the query is not UTF-8",
+                );
+            }
+        }
+    };
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned();
+    let output = match shared
+        .lake
+        .query_read_only(&query, shared.service.limits)
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => return query_error(&e),
+    };
+    if accept.contains("application/vnd.apache.arrow.stream") {
+        let schema = output
+            .batches
+            .first()
+            .map(|b| b.schema())
+            .unwrap_or_else(|| Arc::new(crate::arrow::datatypes::Schema::empty()));
+        let mut buf = Vec::new();
+        let written = (|| -> Result<(), crate::arrow::error::ArrowError> {
+            let mut w = crate::arrow::ipc::writer::StreamWriter::try_new(&mut buf, &schema)?;
+            for b in &output.batches {
+                w.write(b)?;
+            }
+            w.finish()
+        })();
+        return match written {
+            Ok(()) => (
+                [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
+                buf,
+            )
+                .into_response(),
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("encoding Arrow IPC: {e}"),
+            ),
+        };
+    }
+    let (format, content_type) = if accept.contains("text/csv") {
+        (OutputFormat::Csv, "text/csv")
+    } else {
+        (OutputFormat::Json, "application/json")
+    };
+    match render_batches(&output.batches, format) {
+        Ok(text) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+fn query_error(e: &Error) -> Response {
+    let chain = {
+        let mut parts = vec![e.to_string()];
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            parts.push(s.to_string());
+            source = s.source();
+        }
+        parts.join(": ")
+    };
+    match e {
+        Error::ReadOnly(_) => error(StatusCode::FORBIDDEN, "read_only", chain),
+        Error::QueryTimeout { .. } => error(StatusCode::REQUEST_TIMEOUT, "query_timeout", chain),
+        Error::Query(_) if chain.contains("Resources exhausted") => {
+            error(StatusCode::PAYLOAD_TOO_LARGE, "memory_limit", chain)
+        }
+        Error::Query(_) => error(StatusCode::BAD_REQUEST, "bad_query", chain),
+        _ => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the query could not be run; see the server log",
+        ),
+    }
+}
