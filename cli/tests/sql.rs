@@ -179,3 +179,72 @@ fn serve_beyond_loopback_without_a_token_refuses_to_start() {
     assert!(!out.status.success());
     assert!(stderr.contains("needs a token"), "{stderr}");
 }
+
+#[test]
+fn the_cli_asks_a_server_and_reads_queries_from_a_prompt() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = "another-test-token-long-enough";
+    let server = common::serve(
+        &data,
+        "127.0.0.1:0",
+        &[
+            ("HEXROAD__VISION__ENABLED", "false"),
+            ("HEXROAD__SQL__TOKEN", token),
+        ],
+    );
+    let q = "SELECT h3_h3_to_string(h3_latlng_to_cell(60.17, 24.94, 9)) AS cell";
+    let remote = hexroad(&["sql", "--format", "csv", "--server", &server.base, q])
+        .env("HEXROAD_SQL_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(
+        remote.status.success(),
+        "{}",
+        String::from_utf8_lossy(&remote.stderr)
+    );
+    let local = hexroad(&["sql", "--format", "csv", "--data"])
+        .arg(&data)
+        .arg(q)
+        .output()
+        .unwrap();
+    assert_eq!(
+        remote.stdout, local.stdout,
+        "the server answers as the local lake does"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&remote.stdout),
+        "cell\n891126d338fffff\n"
+    );
+
+    let refused = hexroad(&["sql", "--server", &server.base, q])
+        .env_remove("HEXROAD_SQL_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Bearer"));
+
+    // A prompt fed from a pipe: the failing query is reported, the next still runs.
+    let mut child = hexroad(&["sql", "--format", "csv", "--data"])
+        .arg(&data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT 1 AS a;\nDROP TABLE uploads;\nSELECT 2\n  AS b;\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a\n1\nb\n2\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("DROP is not allowed") && stderr.contains("1 queries failed"),
+        "{stderr}"
+    );
+    assert!(!out.status.success());
+}
