@@ -33,7 +33,7 @@ pub struct Args {
 }
 
 enum Target {
-    Local(Lake, QueryLimits),
+    Local(Box<Lake>, QueryLimits),
     Server {
         http: reqwest::Client,
         url: String,
@@ -85,9 +85,11 @@ pub async fn run(args: Args) -> Result<()> {
             token: args.token.clone(),
         },
         None => Target::Local(
-            Lake::open(&args.data)
-                .await
-                .with_context(|| format!("opening data location {}", args.data))?,
+            Box::new(
+                Lake::open(&args.data)
+                    .await
+                    .with_context(|| format!("opening data location {}", args.data))?,
+            ),
             QueryLimits {
                 timeout: args.timeout,
                 memory_bytes: args.memory_mib.saturating_mul(1 << 20),
