@@ -2,10 +2,11 @@
 //! for junctions and waiting at red lights.
 
 use chrono::{DateTime, Duration, Utc};
+use hexroad_lake::grid::bearing_deg;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::roads::{RoadGraph, bearing_deg};
+use crate::roads::RoadGraph;
 
 /// Simulation step, seconds.
 pub const STEP_S: f64 = 0.1;
@@ -176,6 +177,7 @@ impl Car {
 mod tests {
     use super::*;
     use crate::roads::Edge;
+    use hexroad_lake::grid::haversine_m;
     use rand::SeedableRng;
     use std::collections::HashSet;
 
@@ -190,7 +192,7 @@ mod tests {
         ];
         let mut edges = vec![Vec::new(); 4];
         for (a, b) in [(0, 1), (1, 2), (2, 3), (3, 0)] {
-            let len = crate::roads::haversine_m(positions[a], positions[b]);
+            let len = haversine_m(positions[a], positions[b]);
             edges[a].push(Edge {
                 to: b,
                 length_m: len,
@@ -221,7 +223,7 @@ mod tests {
         assert!(samples.last().unwrap().distance_m > 500.0);
         // Position never jumps faster than the car's speed allows.
         for w in samples.windows(2) {
-            let d = crate::roads::haversine_m((w[0].lat, w[0].lon), (w[1].lat, w[1].lon));
+            let d = haversine_m((w[0].lat, w[0].lon), (w[1].lat, w[1].lon));
             assert!(d <= 15.0 * STEP_S + 0.5, "jump of {d} m");
         }
     }
@@ -231,7 +233,7 @@ mod tests {
     fn a_one_way_dead_end_does_not_trap_the_car() {
         let d = 100.0 / 111_195.0;
         let positions = vec![(60.0, 25.0), (60.0 + d, 25.0)];
-        let len = crate::roads::haversine_m(positions[0], positions[1]);
+        let len = haversine_m(positions[0], positions[1]);
         // One way in, and (as RoadGraph::from_pbf adds) a U-turn out.
         let edges = vec![
             vec![Edge {

@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+use hexroad_lake::grid::haversine_m;
 use osmpbf::{Element, ElementReader};
 
 use crate::SimError;
@@ -41,25 +42,6 @@ fn default_kmh(highway: &str) -> Option<f64> {
         "living_street" => 20.0,
         _ => return None,
     })
-}
-
-/// Great-circle distance in metres.
-pub fn haversine_m(a: (f64, f64), b: (f64, f64)) -> f64 {
-    const R: f64 = 6_371_008.8;
-    let (la1, la2) = (a.0.to_radians(), b.0.to_radians());
-    let dlat = la2 - la1;
-    let dlon = (b.1 - a.1).to_radians();
-    let h = (dlat / 2.0).sin().powi(2) + la1.cos() * la2.cos() * (dlon / 2.0).sin().powi(2);
-    2.0 * R * h.sqrt().asin()
-}
-
-/// Initial bearing from `a` to `b`, degrees clockwise from north.
-pub fn bearing_deg(a: (f64, f64), b: (f64, f64)) -> f64 {
-    let (la1, la2) = (a.0.to_radians(), b.0.to_radians());
-    let dlon = (b.1 - a.1).to_radians();
-    let y = dlon.sin() * la2.cos();
-    let x = la1.cos() * la2.sin() - la1.sin() * la2.cos() * dlon.cos();
-    (y.atan2(x).to_degrees() + 360.0) % 360.0
 }
 
 struct Way {
@@ -248,18 +230,5 @@ impl RoadGraph {
         best.sort_unstable();
         best.retain(|&node| !self.edges[node].is_empty());
         best
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bearing_points_the_right_way() {
-        let north = bearing_deg((60.0, 25.0), (60.1, 25.0));
-        let east = bearing_deg((60.0, 25.0), (60.0, 25.1));
-        assert!(!(1.0..=359.0).contains(&north), "{north}");
-        assert!((east - 90.0).abs() < 1.0, "{east}");
     }
 }

@@ -128,14 +128,9 @@ fn parse_track(bytes: &[u8], fmt: TrackFormat) -> Result<Vec<GnssPoint>, Rejecti
     })
 }
 
-/// Great-circle distance in metres (haversine on a 6,371,008.8 m sphere).
+/// Great-circle distance in metres between two fixes.
 pub fn distance_m(a: &GnssPoint, b: &GnssPoint) -> f64 {
-    const R: f64 = 6_371_008.8;
-    let (la1, la2) = (a.lat.to_radians(), b.lat.to_radians());
-    let dlat = la2 - la1;
-    let dlon = (b.lon - a.lon).to_radians();
-    let h = (dlat / 2.0).sin().powi(2) + la1.cos() * la2.cos() * (dlon / 2.0).sin().powi(2);
-    2.0 * R * h.sqrt().asin()
+    hexroad_lake::grid::haversine_m((a.lat, a.lon), (b.lat, b.lon))
 }
 
 /// Metres of position error allowed per unit of HDOP when judging speed

@@ -7,6 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use hexroad_lake::GnssPoint;
+use hexroad_lake::grid::{bearing_deg, haversine_m};
 
 /// Position and motion of the camera at one instant.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -24,26 +25,6 @@ pub struct Pose {
 #[derive(Debug, Clone)]
 pub struct Track {
     points: Vec<GnssPoint>,
-}
-
-const EARTH_RADIUS_M: f64 = 6_371_008.8;
-
-/// Great-circle distance in metres.
-pub fn haversine_m(a: (f64, f64), b: (f64, f64)) -> f64 {
-    let (la1, la2) = (a.0.to_radians(), b.0.to_radians());
-    let dla = la2 - la1;
-    let dlo = (b.1 - a.1).to_radians();
-    let h = (dla / 2.0).sin().powi(2) + la1.cos() * la2.cos() * (dlo / 2.0).sin().powi(2);
-    2.0 * EARTH_RADIUS_M * h.sqrt().min(1.0).asin()
-}
-
-/// Initial bearing from `a` to `b`, degrees clockwise from north.
-pub fn bearing_deg(a: (f64, f64), b: (f64, f64)) -> f64 {
-    let (la1, la2) = (a.0.to_radians(), b.0.to_radians());
-    let dlo = (b.1 - a.1).to_radians();
-    let y = dlo.sin() * la2.cos();
-    let x = la1.cos() * la2.sin() - la1.sin() * la2.cos() * dlo.cos();
-    (y.atan2(x).to_degrees() + 360.0) % 360.0
 }
 
 /// The smaller angle between two headings, 0–180.

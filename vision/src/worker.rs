@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use hexroad_lake::arrow::array::{Array, AsArray};
 use hexroad_lake::arrow::datatypes::{Float64Type, TimestampMicrosecondType};
+use hexroad_lake::grid::haversine_m;
 use hexroad_lake::object_store::{
     ObjectStore, ObjectStoreExt, PutMode, PutPayload, path::Path as StorePath,
 };
@@ -31,7 +32,7 @@ use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
 use crate::image_ops;
-use crate::sample::{Pose, Sampler, Track, angle_between, haversine_m};
+use crate::sample::{Pose, Sampler, Track, angle_between};
 use crate::video::{self, Flow};
 use crate::{Anonymizer, DetectorConfig, Error, MaskConfig, Result};
 
