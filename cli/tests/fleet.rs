@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{Server, bin, root, sql_u64};
+use common::{Server, bin, root, sql_u64, succeed};
 
 fn osm() -> PathBuf {
     let path = root().join("datasets/Helsinki.osm.pbf");
@@ -125,17 +125,7 @@ print(json.dumps(out), flush=True)
 import os
 os._exit(0)
 "#;
-    let out = Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .arg(data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python deltalake: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeed(Command::new(python).arg("-c").arg(script).arg(data));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 mod common;
-use common::hexroad;
+use common::{hexroad, succeed};
 
 fn refused(data: &Path, extra: &[&str], query: &str, expect: &str) {
     let out = hexroad(&["sql", "--data"])
@@ -24,15 +24,10 @@ fn changes_runaway_queries_and_bad_sql_are_refused_and_nothing_changes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // Creates the (empty) tables.
-    let out = hexroad(&["sql", "--data"])
-        .arg(&data)
-        .arg("SELECT count(*) FROM uploads")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        hexroad(&["sql", "--data"])
+            .arg(&data)
+            .arg("SELECT count(*) FROM uploads"),
     );
     let log = data.join("tables/uploads/_delta_log");
     let versions = std::fs::read_dir(&log).unwrap().count();
@@ -195,14 +190,9 @@ fn the_cli_asks_a_server_and_reads_queries_from_a_prompt() {
         ],
     );
     let q = "SELECT h3_h3_to_string(h3_latlng_to_cell(60.17, 24.94, 9)) AS cell";
-    let remote = hexroad(&["sql", "--format", "csv", "--server", &server.base, q])
-        .env("HEXROAD_SQL_TOKEN", token)
-        .output()
-        .unwrap();
-    assert!(
-        remote.status.success(),
-        "{}",
-        String::from_utf8_lossy(&remote.stderr)
+    let remote = succeed(
+        hexroad(&["sql", "--format", "csv", "--server", &server.base, q])
+            .env("HEXROAD_SQL_TOKEN", token),
     );
     let local = hexroad(&["sql", "--format", "csv", "--data"])
         .arg(&data)

@@ -109,17 +109,12 @@ fn every_face_deface_finds_is_blurred_by_hexroad_anonymize() {
     );
 
     let boxes = dir.path().join("boxes.jsonl");
-    let out = hexroad(&["anonymize", "--threshold", "0.2", "-o"])
-        .arg(&output)
-        .arg("--boxes")
-        .arg(&boxes)
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        hexroad(&["anonymize", "--threshold", "0.2", "-o"])
+            .arg(&output)
+            .arg("--boxes")
+            .arg(&boxes)
+            .arg(&input),
     );
     let ours: Vec<Value> = std::fs::read_to_string(&boxes)
         .unwrap()
