@@ -16,6 +16,8 @@ pub enum Which {
     Ingest(IngestArgs),
     /// Anonymized 720p frames/s, beside the ONNX model alone and deface.
     Vision(crate::bench_vision::Args),
+    /// Three analyst queries on millions of frame rows, beside DuckDB.
+    Sql(crate::bench_sql::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -35,6 +37,7 @@ pub async fn run(which: Which) -> Result<()> {
     match which {
         Which::Ingest(args) => ingest(args).await,
         Which::Vision(args) => crate::bench_vision::run(args).await,
+        Which::Sql(args) => crate::bench_sql::run(args).await,
     }
 }
 

@@ -6,6 +6,7 @@ use clap::Parser;
 
 mod anonymize;
 mod bench;
+mod bench_sql;
 mod bench_vision;
 mod serve;
 mod settings;

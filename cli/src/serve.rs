@@ -16,6 +16,9 @@ pub struct Args {
     /// Address to listen on [default: 127.0.0.1:8080]
     #[arg(long)]
     listen: Option<String>,
+    /// Address for Arrow Flight SQL; "" for none [default: 127.0.0.1:50051]
+    #[arg(long)]
+    flight_listen: Option<String>,
     /// A TOML settings file (see hexroad.example.toml).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -28,6 +31,9 @@ pub async fn run(args: Args) -> Result<()> {
     }
     if let Some(listen) = args.listen {
         settings.listen = listen;
+    }
+    if let Some(listen) = args.flight_listen {
+        settings.sql.flight_listen = listen;
     }
     let lake = Arc::new(
         Lake::open(&settings.data)
@@ -49,20 +55,59 @@ pub async fn run(args: Args) -> Result<()> {
         .with_context(|| format!("listening on {}", settings.listen))?;
     let addr = listener.local_addr()?;
     let sql = settings.sql.service()?;
-    if !addr.ip().is_loopback() && sql.token.is_none() {
-        anyhow::bail!(
-            "listening on {addr}, beyond loopback, needs a token for POST /v1/sql: \
-             set sql.token in the settings file or HEXROAD__SQL__TOKEN"
-        );
+    let flight_listener = if settings.sql.flight_listen.is_empty() {
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(&settings.sql.flight_listen)
+            .await
+            .with_context(|| format!("listening on {} (Flight SQL)", settings.sql.flight_listen))?;
+        Some(listener)
+    };
+    let flight_addr = flight_listener
+        .as_ref()
+        .map(tokio::net::TcpListener::local_addr)
+        .transpose()?;
+    for open in std::iter::once(addr).chain(flight_addr) {
+        if !open.ip().is_loopback() && sql.token.is_none() {
+            anyhow::bail!(
+                "listening on {open}, beyond loopback, needs a token for SQL: \
+                 set sql.token in the settings file or HEXROAD__SQL__TOKEN"
+            );
+        }
     }
     // The one line a person or a script waits for.
-    println!("hexroad serving on http://{addr} (data: {})", lake.root());
-    info!(%addr, data = %lake.root(), "serving");
+    match flight_addr {
+        Some(flight) => println!(
+            "hexroad serving on http://{addr} and grpc://{flight} (Flight SQL) (data: {})",
+            lake.root()
+        ),
+        None => println!("hexroad serving on http://{addr} (data: {})", lake.root()),
+    }
+    info!(%addr, flight = ?flight_addr, data = %lake.root(), "serving");
+    let (stop_flight, mut flight_stopping) = tokio::sync::watch::channel(false);
+    let flight = flight_listener.map(|listener| {
+        let lake = Arc::clone(&lake);
+        let sql = sql.clone();
+        tokio::spawn(async move {
+            let stopping = async move {
+                let _ = flight_stopping.wait_for(|stop| *stop).await;
+            };
+            hexroad_lake::flight::serve(lake, sql, listener, stopping).await
+        })
+    });
     let router = app(state).merge(hexroad_lake::http::router(Arc::clone(&lake), sql));
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown())
         .await
         .context("serving")?;
+    let _ = stop_flight.send(true);
+    if let Some(flight) = flight {
+        match flight.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "Flight SQL stopped"),
+            Err(e) => tracing::error!(error = %e, "Flight SQL task"),
+        }
+    }
     let _ = stop_vision.send(true);
     if let Some(worker) = vision {
         let _ = worker.await;

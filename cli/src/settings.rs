@@ -21,10 +21,12 @@ pub struct Settings {
     pub sql: SqlSettings,
 }
 
-/// `POST /v1/sql` on the HTTP port.
+/// `POST /v1/sql` on the HTTP port and Arrow Flight SQL on its own.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SqlSettings {
+    /// Where Flight SQL listens; empty turns it off.
+    pub flight_listen: String,
     /// Bearer token queries must carry; required when listening beyond loopback.
     pub token: Option<String>,
     /// A query's time limit, seconds.
@@ -36,6 +38,7 @@ pub struct SqlSettings {
 impl Default for SqlSettings {
     fn default() -> Self {
         Self {
+            flight_listen: "127.0.0.1:50051".into(),
             token: None,
             timeout_s: 60.0,
             memory_mib: 1024,

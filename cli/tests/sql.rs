@@ -165,14 +165,26 @@ fn post_v1_sql_answers_json_csv_and_arrow_and_refuses_what_it_must() {
 #[test]
 fn serve_beyond_loopback_without_a_token_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let out = hexroad(&["serve", "--listen", "0.0.0.0:0", "--data"])
+    for (http, flight) in [("0.0.0.0:0", "127.0.0.1:0"), ("127.0.0.1:0", "0.0.0.0:0")] {
+        let out = hexroad(&[
+            "serve",
+            "--listen",
+            http,
+            "--flight-listen",
+            flight,
+            "--data",
+        ])
         .arg(dir.path().join("data"))
         .env("HEXROAD__VISION__ENABLED", "false")
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(stderr.contains("needs a token"), "{stderr}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{http} {flight}");
+        assert!(
+            stderr.contains("0.0.0.0") && stderr.contains("needs a token"),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{Server, hexroad, root, sql, sql_u64, succeed};
+use common::{Server, hexroad, root, sql, sql_u64, succeed, wait_processed};
 
 fn python() -> PathBuf {
     std::env::var_os("HEXROAD_PYTHON")
@@ -43,23 +43,6 @@ fn sim(server: &str, extra: &[&str]) -> Value {
     ]);
     let out = succeed(cmd.args(extra));
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Waits until every accepted video has a vision verdict.
-fn wait_processed(data: &Path, within: Duration) {
-    let t0 = Instant::now();
-    loop {
-        let left = sql_u64(
-            data,
-            "SELECT count(*) AS n FROM uploads WHERE kind = 'video' AND status = 'accepted' \
-             AND upload_id NOT IN (SELECT upload_id FROM processing)",
-        );
-        if left == 0 {
-            return;
-        }
-        assert!(t0.elapsed() < within, "{left} videos still unprocessed");
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 /// Mean absolute difference between horizontal neighbours in a box: detail.

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
 
-use crate::{Error, Lake, OutputFormat, QueryLimits, render_batches};
+use crate::{Error, Lake, OutputFormat, QueryLimits, Refusal, render_batches};
 
 /// Who may query, and within what.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +21,22 @@ pub struct SqlService {
     pub limits: QueryLimits,
     /// When set, requests must carry `Authorization: Bearer <token>`.
     pub token: Option<String>,
+}
+
+impl SqlService {
+    /// Whether `given` is the token (true when none is required).
+    pub fn token_matches(&self, given: &str) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        // Compared in full whatever the mismatch, so timing reveals nothing.
+        given.len() == token.len()
+            && given
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
 }
 
 struct Shared {
@@ -51,21 +67,13 @@ pub fn router(lake: Arc<Lake>, service: SqlService) -> Router {
 }
 
 async fn bearer(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &shared.service.token {
+    if shared.service.token.is_some() {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        // Compared in full whatever the mismatch, so timing reveals nothing.
-        let ok = given.is_some_and(|g| {
-            g.len() == token.len()
-                && g.bytes()
-                    .zip(token.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        });
-        if !ok {
+        if !given.is_some_and(|g| shared.service.token_matches(g)) {
             return error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -118,11 +126,7 @@ async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
         Err(e) => return query_error(&e),
     };
     if accept.contains("application/vnd.apache.arrow.stream") {
-        let schema = output
-            .batches
-            .first()
-            .map(|b| b.schema())
-            .unwrap_or_else(|| Arc::new(crate::arrow::datatypes::Schema::empty()));
+        let schema = Arc::clone(&output.schema);
         let mut buf = Vec::new();
         let written = (|| -> Result<(), crate::arrow::error::ArrowError> {
             let mut w = crate::arrow::ipc::writer::StreamWriter::try_new(&mut buf, &schema)?;
@@ -156,26 +160,20 @@ async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
 }
 
 fn query_error(e: &Error) -> Response {
-    let chain = {
-        let mut parts = vec![e.to_string()];
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            parts.push(s.to_string());
-            source = s.source();
+    let refusal = e.refusal();
+    let status = match refusal {
+        Refusal::ReadOnly => StatusCode::FORBIDDEN,
+        Refusal::Timeout => StatusCode::REQUEST_TIMEOUT,
+        Refusal::MemoryLimit => StatusCode::PAYLOAD_TOO_LARGE,
+        Refusal::BadQuery => StatusCode::BAD_REQUEST,
+        Refusal::Internal => {
+            tracing::error!(error = %e.full_message(), "POST /v1/sql");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                refusal.code(),
+                "the query could not be run; see the server log",
+            );
         }
-        parts.join(": ")
     };
-    match e {
-        Error::ReadOnly(_) => error(StatusCode::FORBIDDEN, "read_only", chain),
-        Error::QueryTimeout { .. } => error(StatusCode::REQUEST_TIMEOUT, "query_timeout", chain),
-        Error::Query(_) if chain.contains("Resources exhausted") => {
-            error(StatusCode::PAYLOAD_TOO_LARGE, "memory_limit", chain)
-        }
-        Error::Query(_) => error(StatusCode::BAD_REQUEST, "bad_query", chain),
-        _ => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the query could not be run; see the server log",
-        ),
-    }
+    error(status, refusal.code(), e.full_message())
 }

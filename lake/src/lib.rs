@@ -10,6 +10,7 @@
 //! repaired by simply appending again. See [`Lake::commit_upload`].
 
 mod error;
+pub mod flight;
 pub mod grid;
 pub mod h3sql;
 pub mod http;
@@ -28,7 +29,7 @@ pub use records::{
     TelemetrySample, UploadKind, UploadRecord, UploadStatus,
 };
 pub use schema::TableName;
-pub use sql::{OutputFormat, QueryLimits, QueryOutput, render_batches};
+pub use sql::{OutputFormat, QueryLimits, QueryOutput, Refusal, render_batches};
 pub use store::{CommitOutcome, Lake, UploadSummary, root_url};
 
 /// The store crates, as `lake` uses them, so every crate names one version.

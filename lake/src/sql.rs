@@ -1,7 +1,9 @@
 //! Running SQL over the lake and rendering the answer for a terminal or a pipe.
 
 use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::util::pretty::pretty_format_batches;
+use deltalake::datafusion::dataframe::DataFrame;
 
 use crate::{Error, Lake, Result};
 
@@ -34,6 +36,8 @@ impl std::str::FromStr for OutputFormat {
 /// A query's result batches.
 #[derive(Debug, Clone)]
 pub struct QueryOutput {
+    /// The answer's columns, also when it has no rows.
+    pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
 }
 
@@ -65,13 +69,47 @@ impl Lake {
     /// For hexroad's own queries: no limits, nothing refused.
     pub async fn query(&self, sql: &str) -> Result<QueryOutput> {
         let ctx = self.session().await?;
-        let batches = ctx.sql(sql).await?.collect().await?;
-        Ok(QueryOutput { batches })
+        let frame = ctx.sql(sql).await?;
+        let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await?;
+        Ok(QueryOutput { schema, batches })
     }
 
-    /// Runs one query from outside (an analyst, the HTTP API): read-only (no
-    /// DDL, DML or `SET`), within `limits`' time and memory.
+    /// Runs one query from outside (an analyst, the HTTP API, Flight SQL):
+    /// read-only (no DDL, DML or `SET`), within `limits`' time and memory.
     pub async fn query_read_only(&self, sql: &str, limits: QueryLimits) -> Result<QueryOutput> {
+        let run = async {
+            let frame = self.plan_read_only(sql, limits).await?;
+            let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
+            let batches = frame.collect().await?;
+            Ok(QueryOutput { schema, batches })
+        };
+        match tokio::time::timeout(limits.timeout, run).await {
+            Ok(output) => output,
+            Err(_) => Err(Error::QueryTimeout {
+                limit_s: limits.timeout.as_secs_f64(),
+            }),
+        }
+    }
+
+    /// The schema a query from outside would answer with, without running
+    /// it; refuses what [`Lake::query_read_only`] refuses.
+    pub async fn schema_read_only(&self, sql: &str, limits: QueryLimits) -> Result<SchemaRef> {
+        let plan = async {
+            let frame = self.plan_read_only(sql, limits).await?;
+            Ok(std::sync::Arc::new(frame.schema().as_arrow().clone()))
+        };
+        match tokio::time::timeout(limits.timeout, plan).await {
+            Ok(schema) => schema,
+            Err(_) => Err(Error::QueryTimeout {
+                limit_s: limits.timeout.as_secs_f64(),
+            }),
+        }
+    }
+
+    /// Parses and plans a query from outside in a session of its own whose
+    /// memory pool is `limits.memory_bytes`.
+    async fn plan_read_only(&self, sql: &str, limits: QueryLimits) -> Result<DataFrame> {
         use deltalake::datafusion::execution::SessionStateBuilder;
         use deltalake::datafusion::execution::memory_pool::FairSpillPool;
         use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -116,16 +154,67 @@ impl Lake {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let run = async {
-            let frame = ctx.sql_with_options(sql, options).await?;
-            frame.collect().await
-        };
-        match tokio::time::timeout(limits.timeout, run).await {
-            Ok(batches) => Ok(QueryOutput { batches: batches? }),
-            Err(_) => Err(Error::QueryTimeout {
-                limit_s: limits.timeout.as_secs_f64(),
-            }),
+        Ok(ctx.sql_with_options(sql, options).await?)
+    }
+}
+
+/// Why a query from outside got no answer, as the endpoints name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// DDL, DML, `SET`, or more than one statement.
+    ReadOnly,
+    /// Past its time limit.
+    Timeout,
+    /// Past its memory limit.
+    MemoryLimit,
+    /// The query is wrong: syntax, names, types.
+    BadQuery,
+    /// Not the query's fault: the server's log says more.
+    Internal,
+}
+
+impl Refusal {
+    /// The code in HTTP error bodies.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::ReadOnly => "read_only",
+            Self::Timeout => "query_timeout",
+            Self::MemoryLimit => "memory_limit",
+            Self::BadQuery => "bad_query",
+            Self::Internal => "internal",
         }
+    }
+}
+
+impl Error {
+    /// How an endpoint should report this error from a query from outside.
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            Error::ReadOnly(_) => Refusal::ReadOnly,
+            Error::QueryTimeout { .. } => Refusal::Timeout,
+            Error::Query(e) if is_resources_exhausted(e) => Refusal::MemoryLimit,
+            Error::Query(_) => Refusal::BadQuery,
+            _ => Refusal::Internal,
+        }
+    }
+
+    /// The error and its causes on one line, as a client should see them.
+    pub fn full_message(&self) -> String {
+        let mut parts = vec![self.to_string()];
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            parts.push(s.to_string());
+            source = s.source();
+        }
+        parts.join(": ")
+    }
+}
+
+fn is_resources_exhausted(e: &deltalake::datafusion::error::DataFusionError) -> bool {
+    use deltalake::datafusion::error::DataFusionError;
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(_) => true,
+        other => other.to_string().contains("Resources exhausted"),
     }
 }
 

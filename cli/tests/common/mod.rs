@@ -33,7 +33,10 @@ pub fn hexroad(args: &[&str]) -> Command {
 /// A `hexroad serve` process; killed (SIGKILL) when dropped.
 pub struct Server {
     pub child: Child,
+    /// `http://ADDR` of the HTTP API.
     pub base: String,
+    /// `grpc://ADDR` of Flight SQL.
+    pub flight: String,
 }
 
 impl Drop for Server {
@@ -44,26 +47,53 @@ impl Drop for Server {
 }
 
 /// Starts `hexroad serve` and waits for the line saying where it listens.
+/// Flight SQL listens on a free loopback port.
 pub fn serve(data: &Path, listen: &str, env: &[(&str, &str)]) -> Server {
-    let mut child = hexroad(&["serve", "--listen", listen, "--data"])
-        .arg(data)
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = hexroad(&[
+        "serve",
+        "--listen",
+        listen,
+        "--flight-listen",
+        "127.0.0.1:0",
+        "--data",
+    ])
+    .arg(data)
+    .envs(env.iter().copied())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("serve printed {line:?}"))
-        .to_owned();
+    let address = |scheme: &str| {
+        line.split(scheme)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|addr| format!("{scheme}{addr}"))
+            .unwrap_or_else(|| panic!("serve printed {line:?}"))
+    };
     Server {
+        base: address("http://"),
+        flight: address("grpc://"),
         child,
-        base: format!("http://{addr}"),
+    }
+}
+
+/// Waits until every accepted video has a vision verdict.
+pub fn wait_processed(data: &Path, within: std::time::Duration) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let left = sql_u64(
+            data,
+            "SELECT count(*) AS n FROM uploads WHERE kind = 'video' AND status = 'accepted' \
+             AND upload_id NOT IN (SELECT upload_id FROM processing)",
+        );
+        if left == 0 {
+            return;
+        }
+        assert!(t0.elapsed() < within, "{left} videos still unprocessed");
+        std::thread::sleep(std::time::Duration::from_millis(300));
     }
 }
 

@@ -1,0 +1,440 @@
+//! `hexroad bench sql`: three analyst queries over millions of generated
+//! frame rows, timed in hexroad and in DuckDB (the `duckdb` Python package)
+//! reading the same Parquet files, in the same run, with their answers
+//! checked against each other.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Duration, Utc};
+use hexroad_lake::arrow::array::{Array, AsArray};
+use hexroad_lake::arrow::datatypes::Int64Type;
+use hexroad_lake::{ContributorId, DeviceId, FrameRecord, Lake, QueryLimits, TableName, UploadId};
+use rand::{Rng, SeedableRng};
+use serde::Deserialize;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Frame rows to generate.
+    #[arg(long, default_value_t = 10_000_000)]
+    rows: usize,
+    /// Contributors (one device each) sharing them.
+    #[arg(long, default_value_t = 10_000)]
+    contributors: usize,
+    /// Days the drives are spread over, ending now.
+    #[arg(long, default_value_t = 30)]
+    days: i64,
+    /// Runs of each query; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// hexroad's memory limit per query, MiB (serve's default is 1024).
+    #[arg(long, default_value_t = 1024)]
+    memory_mib: usize,
+    /// Keep the generated lake here and reuse it on the next run
+    /// [default: a temporary folder]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Python with duckdb installed [default: $HEXROAD_PYTHON or .venv/bin/python]
+    #[arg(long)]
+    python: Option<PathBuf>,
+}
+
+/// One analyst question, as each engine is asked it.
+struct Question {
+    name: &'static str,
+    /// The column whose sum (with the row count) checks the two answers agree.
+    check: &'static str,
+    sql: &'static str,
+}
+
+/// `{parent10}` and `{parent7}` are a frame's H3 cell at resolution 10 and 7:
+/// `h3_cell_to_parent` in hexroad. DuckDB's H3 extension is downloaded from
+/// its own site, which this machine cannot reach, so DuckDB is given the
+/// same parent by bit arithmetic on the index (the resolution field set, the
+/// finer digits set to 7): identical cells, and cheaper than a function call.
+/// `{now}` is a fixed instant, in epoch seconds, so both see the same ages.
+const QUESTIONS: [Question; 3] = [
+    Question {
+        name: "coverage by cell",
+        check: "frames",
+        sql: "SELECT {parent10} AS cell, count(*) AS frames, \
+              count(DISTINCT contributor_id) AS contributors, \
+              min(ts) AS first_seen, max(ts) AS last_seen \
+              FROM frames WHERE image_key IS NOT NULL GROUP BY 1",
+    },
+    Question {
+        name: "freshness by area",
+        check: "cells",
+        sql: "WITH cells AS ( \
+                SELECT {parent10} AS cell, max(ts) AS last_seen FROM frames \
+                WHERE image_key IS NOT NULL \
+                  AND lat BETWEEN 60.15 AND 60.20 AND lon BETWEEN 24.90 AND 25.00 \
+                GROUP BY 1) \
+              SELECT {parent7_of_cell} AS area, count(*) AS cells, \
+                avg({now} - date_part('epoch', last_seen)) / 86400 AS mean_age_days, \
+                sum(CASE WHEN date_part('epoch', last_seen) < {now} - 7 * 86400 \
+                    THEN 1 ELSE 0 END) AS stale_cells \
+              FROM cells GROUP BY 1 ORDER BY 1",
+    },
+    Question {
+        name: "frames per contributor per day",
+        check: "frames",
+        sql: "SELECT contributor_id, date_trunc('day', ts) AS day, count(*) AS frames, \
+              count(DISTINCT {parent10}) AS cells \
+              FROM frames WHERE image_key IS NOT NULL GROUP BY 1, 2",
+    },
+];
+
+fn hexroad_sql(q: &Question, now: i64) -> String {
+    q.sql
+        .replace("{parent10}", "h3_cell_to_parent(cell, 10)")
+        .replace("{parent7_of_cell}", "h3_cell_to_parent(cell, 7)")
+        .replace("{now}", &now.to_string())
+}
+
+fn duckdb_sql(q: &Question, now: i64, parquet: &str) -> String {
+    // Parent at resolution r: resolution bits 52..56 = r, digits r+1..15 = 7.
+    let parent = |col: &str, r: u32| {
+        format!(
+            "(({col} & ~(CAST(15 AS BIGINT) << 52)) | (CAST({r} AS BIGINT) << 52) | {})",
+            (1u64 << (3 * (15 - r))) - 1
+        )
+    };
+    q.sql
+        .replace("{parent10}", &parent("cell", 10))
+        .replace("{parent7_of_cell}", &parent("cell", 7))
+        .replace("{now}", &now.to_string())
+        .replace("FROM frames", &format!("FROM read_parquet('{parquet}')"))
+}
+
+#[derive(Deserialize)]
+struct DuckdbReport {
+    version: String,
+    threads: u64,
+    /// Per question: seconds of each run.
+    seconds: Vec<Vec<f64>>,
+    /// Per question: (rows, sum of the check column).
+    checks: Vec<(u64, i64)>,
+}
+
+const DUCKDB_SCRIPT: &str = include_str!("bench_sql_duckdb.py");
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    if args.rows == 0 || args.contributors == 0 || args.days <= 0 || args.runs == 0 {
+        bail!("--rows, --contributors, --days and --runs must be positive");
+    }
+    let python = args
+        .python
+        .clone()
+        .or_else(|| std::env::var_os("HEXROAD_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".venv/bin/python"));
+    let temp = tempfile::tempdir().context("temporary data folder")?;
+    let data = args
+        .data
+        .clone()
+        .unwrap_or_else(|| temp.path().join("data"));
+    let lake = Arc::new(Lake::open(&data.to_string_lossy()).await?);
+    let now = Utc::now();
+
+    let present = count_frames(&lake).await?;
+    if present >= args.rows as u64 {
+        println!(
+            "hexroad bench sql: reusing {present} frame rows in {}",
+            data.display()
+        );
+    } else if present > 0 {
+        bail!(
+            "{} holds {present} frame rows, fewer than --rows {}: give an empty folder",
+            data.display(),
+            args.rows
+        );
+    } else {
+        let t = Instant::now();
+        generate(&lake, &args, now).await?;
+        println!(
+            "hexroad bench sql: generated {} frame rows from {} contributors over {} days in {:.1} s",
+            args.rows,
+            args.contributors,
+            args.days,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let frames_dir = data.join("tables/frames");
+    let (files, bytes) = parquet_files(&frames_dir)?;
+    println!(
+        "  the frames table: {files} Parquet files, {:.0} MB, at {}",
+        bytes as f64 / 1e6,
+        frames_dir.display()
+    );
+
+    let now_s = now.timestamp();
+    let limits = QueryLimits {
+        timeout: std::time::Duration::from_secs(600),
+        memory_bytes: args.memory_mib.saturating_mul(1 << 20),
+    };
+    let mut ours = Vec::new();
+    for q in &QUESTIONS {
+        let sql = hexroad_sql(q, now_s);
+        let mut seconds = Vec::new();
+        let mut check = (0, 0);
+        for _ in 0..args.runs {
+            let t = Instant::now();
+            let out = lake.query_read_only(&sql, limits).await.with_context(|| {
+                format!(
+                    "hexroad on {:?} (a larger --memory-mib may be needed)",
+                    q.name
+                )
+            })?;
+            seconds.push(t.elapsed().as_secs_f64());
+            check = checksum(&out, q.check)?;
+        }
+        ours.push((median(seconds), check));
+    }
+
+    let parquet = format!("{}/*.parquet", frames_dir.display());
+    let duck = duckdb(
+        &python,
+        &QUESTIONS.map(|q| duckdb_sql(&q, now_s, &parquet)),
+        &QUESTIONS.map(|q| q.check),
+        args.runs,
+    );
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    println!(
+        "  {:<32} {:>10} {:>10} {:>16} {:>14}",
+        "query (median of runs)", "hexroad", "DuckDB", "hexroad/DuckDB", "of the limit"
+    );
+    let duck = match duck {
+        Ok(d) => Some(d),
+        Err(e) => {
+            println!("  DuckDB: not measured ({e:#}); run scripts/setup --test for the venv");
+            None
+        }
+    };
+    let mut agree = true;
+    for (i, q) in QUESTIONS.iter().enumerate() {
+        let (ours_s, ours_check) = ours[i];
+        let (theirs, ratio) = match &duck {
+            Some(d) => {
+                let theirs = median(d.seconds[i].clone());
+                agree &= d.checks[i] == ours_check;
+                if d.checks[i] != ours_check {
+                    println!(
+                        "  {}: answers differ: hexroad {ours_check:?} (rows, sum of {}), DuckDB {:?}",
+                        q.name, q.check, d.checks[i]
+                    );
+                }
+                (format!("{theirs:.3} s"), format!("{:.2}×", ours_s / theirs))
+            }
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "  {:<32} {:>10} {:>10} {:>16} {:>13.1}%",
+            q.name,
+            format!("{ours_s:.3} s"),
+            theirs,
+            ratio,
+            100.0 * ours_s / 60.0
+        );
+    }
+    if let Some(d) = &duck {
+        println!(
+            "  DuckDB {} on {} threads, hexroad (DataFusion) on {threads}; the same Parquet files; \
+             'of the limit' is hexroad's time against serve's default 60 s query limit",
+            d.version, d.threads
+        );
+        if !agree {
+            bail!("hexroad and DuckDB disagree (see above)");
+        }
+        println!("  answers agree: row counts and sums equal for all three queries");
+    }
+    for q in &QUESTIONS {
+        println!("  -- {}: {}", q.name, squeeze(&hexroad_sql(q, now_s)));
+    }
+    Ok(())
+}
+
+fn squeeze(sql: &str) -> String {
+    sql.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+async fn count_frames(lake: &Lake) -> Result<u64> {
+    let out = lake.query("SELECT count(*) AS n FROM frames").await?;
+    let col = out.batches[0].column(0);
+    Ok(col.as_primitive::<Int64Type>().value(0) as u64)
+}
+
+/// (rows, sum of `column` as i64) of an answer.
+fn checksum(out: &hexroad_lake::QueryOutput, column: &str) -> Result<(u64, i64)> {
+    let mut sum = 0i64;
+    for batch in &out.batches {
+        let col = batch
+            .column_by_name(column)
+            .with_context(|| format!("no column {column}"))?;
+        let col = hexroad_lake::arrow::compute::cast(
+            col,
+            &hexroad_lake::arrow::datatypes::DataType::Int64,
+        )?;
+        let col = col.as_primitive::<Int64Type>();
+        sum += (0..col.len())
+            .filter(|&i| col.is_valid(i))
+            .map(|i| col.value(i))
+            .sum::<i64>();
+    }
+    Ok((out.num_rows() as u64, sum))
+}
+
+fn parquet_files(dir: &Path) -> Result<(usize, u64)> {
+    let mut n = 0;
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        if entry.path().extension().is_some_and(|e| e == "parquet") {
+            n += 1;
+            bytes += entry.metadata()?.len();
+        }
+    }
+    Ok((n, bytes))
+}
+
+fn duckdb(
+    python: &Path,
+    queries: &[String; 3],
+    checks: &[&str; 3],
+    runs: usize,
+) -> Result<DuckdbReport> {
+    use std::io::Write;
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let input = serde_json::json!({
+        "queries": queries,
+        "checks": checks,
+        "runs": runs,
+        "threads": threads,
+    });
+    let mut child = Command::new(python)
+        .arg("-c")
+        .arg(DUCKDB_SCRIPT)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", python.display()))?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    serde_json::from_slice(&out.stdout).context("reading DuckDB's report")
+}
+
+/// Drives around Helsinki: each contributor's frames come in drives of a few
+/// hundred frames, 3 m apart, heading drifting, on a random day; about one
+/// frame in twelve is a duplicate (no image).
+async fn generate(lake: &Lake, args: &Args, now: DateTime<Utc>) -> Result<()> {
+    const CHUNK: usize = 1_000_000;
+    let per_contributor = args.rows.div_ceil(args.contributors);
+    let mut made = 0usize;
+    let mut contributor = 0usize;
+    let bar = indicatif::ProgressBar::new(args.rows as u64);
+    while made < args.rows {
+        let want = CHUNK.min(args.rows - made);
+        let first = contributor;
+        let days = args.days;
+        let chunk = tokio::task::spawn_blocking(move || {
+            let mut rows = Vec::with_capacity(want);
+            let mut c = first;
+            while rows.len() < want {
+                let take = per_contributor.min(want - rows.len());
+                contributor_frames(c, take, days, now, &mut rows);
+                c += 1;
+            }
+            (rows, c)
+        })
+        .await?;
+        let (rows, next) = chunk;
+        contributor = next;
+        made += rows.len();
+        let batch = hexroad_lake::schema::frames_batch(&rows)?;
+        lake.append_rows(TableName::Frames, batch).await?;
+        bar.set_position(made as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn contributor_frames(
+    c: usize,
+    mut n: usize,
+    days: i64,
+    now: DateTime<Utc>,
+    rows: &mut Vec<FrameRecord>,
+) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c as u64);
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&(c as u64).to_be_bytes());
+    let device = DeviceId::from_public_key(&key);
+    let contributor: ContributorId = format!("contributor-{c:05}")
+        .parse()
+        .expect("a valid contributor id");
+    while n > 0 {
+        let len = rng.random_range(100..400).min(n);
+        n -= len;
+        let upload = UploadId(uuid::Uuid::from_u128(rng.random()));
+        let start = now - Duration::seconds(rng.random_range(3600..days * 86_400));
+        let (mut lat, mut lon) = (
+            rng.random_range(60.15..60.25),
+            rng.random_range(24.80..25.10),
+        );
+        let mut heading: f64 = rng.random_range(0.0..360.0);
+        for i in 0..len {
+            heading = (heading + rng.random_range(-4.0..4.0)).rem_euclid(360.0);
+            let step = 3.0 / hexroad_lake::grid::EARTH_RADIUS_M;
+            lat += (step * heading.to_radians().cos()).to_degrees();
+            lon += (step * heading.to_radians().sin() / lat.to_radians().cos()).to_degrees();
+            let frame_id = format!("{}-{i:05}", upload.0);
+            let ts = start + Duration::milliseconds(300 * i as i64);
+            let duplicate = rng.random_ratio(1, 12);
+            let cell = hexroad_lake::grid::cell_at(lat, lon)
+                .map(u64::from)
+                .unwrap_or_default();
+            rows.push(FrameRecord {
+                image_key: (!duplicate)
+                    .then(|| format!("frames/{}/{frame_id}.jpg", ts.format("%Y/%m/%d"))),
+                dedupe_of: duplicate
+                    .then(|| format!("{}-{i:05}", uuid::Uuid::from_u128(rng.random()))),
+                dedupe_reason: duplicate.then(|| "near_duplicate".to_owned()),
+                frame_id,
+                upload_id: upload,
+                device_id: device.clone(),
+                contributor_id: contributor.clone(),
+                ts,
+                lat,
+                lon,
+                heading,
+                speed: 10.0,
+                cell,
+                width: 1280,
+                height: 720,
+                image_bytes: rng.random_range(80_000..200_000),
+                faces_blurred: u32::from(rng.random_ratio(1, 8)),
+                plates_blurred: 0,
+                phash: rng.random(),
+                quality: rng.random_range(0.3..1.0),
+                sharpness: rng.random_range(50.0..500.0),
+                model_versions: "faces@bench".into(),
+                processed_at: ts + Duration::minutes(5),
+            });
+        }
+    }
+}
