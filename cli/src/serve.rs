@@ -95,12 +95,23 @@ pub async fn run(args: Args) -> Result<()> {
             hexroad_lake::flight::serve(lake, sql, listener, stopping).await
         })
     });
-    let router = app(state).merge(hexroad_lake::http::router(Arc::clone(&lake), sql));
+    let tiles = Arc::new(
+        hexroad_tiles::Tiles::new(Arc::clone(&lake), settings.tiles.clone())
+            .await
+            .context("starting the tile service")?,
+    );
+    let (stop_tiles, tiles_stopping) = tokio::sync::watch::channel(false);
+    let tile_watch = tokio::spawn(Arc::clone(&tiles).watch(tiles_stopping));
+    let router = app(state)
+        .merge(hexroad_lake::http::router(Arc::clone(&lake), sql))
+        .merge(hexroad_tiles::http::router(tiles));
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown())
         .await
         .context("serving")?;
     let _ = stop_flight.send(true);
+    let _ = stop_tiles.send(true);
+    let _ = tile_watch.await;
     if let Some(flight) = flight {
         match flight.await {
             Ok(Ok(())) => {}

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use hexroad_ingest::IngestConfig;
+use hexroad_tiles::TilesConfig;
 use hexroad_vision::VisionConfig;
 use serde::Deserialize;
 
@@ -19,6 +20,7 @@ pub struct Settings {
     pub ingest: IngestConfig,
     pub vision: VisionConfig,
     pub sql: SqlSettings,
+    pub tiles: TilesConfig,
 }
 
 /// `POST /v1/sql` on the HTTP port and Arrow Flight SQL on its own.
@@ -72,6 +74,7 @@ impl Default for Settings {
             ingest: IngestConfig::default(),
             vision: VisionConfig::default(),
             sql: SqlSettings::default(),
+            tiles: TilesConfig::default(),
         }
     }
 }
@@ -122,6 +125,11 @@ pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) ->
         .sql
         .service()
         .context("invalid settings in [sql]")?;
+    settings
+        .tiles
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("invalid settings in [tiles]")?;
     Ok(settings)
 }
 

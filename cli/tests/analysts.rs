@@ -2,22 +2,16 @@
 //! `hexroad serve`, answering as `hexroad sql` does and refusing what it
 //! refuses, and the notebooks in `notebooks/` run headless against it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
 mod common;
-use common::{hexroad, root, succeed, wait_processed};
+use common::{hexroad, python, root, succeed, wait_processed};
 
 const TOKEN: &str = "an-analysts-token-of-length";
-
-fn python() -> PathBuf {
-    std::env::var_os("HEXROAD_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv/bin/python"))
-}
 
 /// Every query through `cli/tests/support/flight_client.py` (ADBC).
 fn adbc(flight: &str, auth: &str, queries: &[&str]) -> Value {

@@ -92,6 +92,7 @@ fn post_v1_sql_answers_json_csv_and_arrow_and_refuses_what_it_must() {
             ("HEXROAD__VISION__ENABLED", "false"),
             ("HEXROAD__SQL__TOKEN", token),
             ("HEXROAD__SQL__TIMEOUT_S", "0.5"),
+            ("HEXROAD__SQL__MEMORY_MIB", "16"),
         ],
     );
     let url = format!("{}/v1/sql", server.base);
@@ -149,6 +150,16 @@ fn post_v1_sql_answers_json_csv_and_arrow_and_refuses_what_it_must() {
         json_error(408, "query_timeout")(
             post(
                 "SELECT count(*) FROM generate_series(1, 1000000000) a, generate_series(1, 1000) b",
+                "application/json",
+                true,
+            )
+            .await
+            .unwrap(),
+        )
+        .await;
+        json_error(413, "memory_limit")(
+            post(
+                "SELECT array_agg(value) FROM generate_series(1, 20000000)",
                 "application/json",
                 true,
             )

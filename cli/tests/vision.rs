@@ -10,13 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{Server, hexroad, root, sql, sql_u64, succeed, wait_processed};
-
-fn python() -> PathBuf {
-    std::env::var_os("HEXROAD_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv/bin/python"))
-}
+use common::{Server, hexroad, python, root, sql, sql_u64, succeed, wait_processed};
 
 fn serve(data: &Path, vision: bool) -> Server {
     let vision = vision.to_string();

@@ -59,29 +59,15 @@ pub struct VisionConfig {
     pub dedupe_window_days: i64,
     pub jpeg_quality: u8,
     /// How long a claim holds an upload against other workers.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "hexroad_lake::duration_text")]
     pub lease: Duration,
     /// How long a video waits for its GNSS track before it is rejected.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "hexroad_lake::duration_text")]
     pub track_wait: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "hexroad_lake::duration_text")]
     pub poll_interval: Duration,
     /// Longest gap between fixes across which a position is interpolated.
     pub max_track_gap_s: f64,
-}
-
-mod humantime_serde {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
-    }
 }
 
 impl Default for VisionConfig {

@@ -21,6 +21,13 @@ pub fn root() -> PathBuf {
         .unwrap()
 }
 
+/// The test venv's Python (`scripts/setup --test`), or `$HEXROAD_PYTHON`.
+pub fn python() -> PathBuf {
+    std::env::var_os("HEXROAD_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"))
+}
+
 /// `hexroad …` run from the repository root, where the set-up put `datasets/`.
 pub fn hexroad(args: &[&str]) -> Command {
     let mut cmd = Command::new(bin());

@@ -1,0 +1,229 @@
+//! The map's HTTP surface: `GET /tiles/{z}/{x}/{y}.mvt`, `GET /tiles.json`
+//! (TileJSON 3.0), `GET /frames/{frame_id}.jpg` (anonymized frames only),
+//! and the web map at `/` with MapLibre GL JS served from the set-up's copy.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::{Error, TileId, Tiles};
+
+/// The web map page.
+const INDEX_HTML: &str = include_str!("map.html");
+
+struct Shared {
+    tiles: Arc<Tiles>,
+    /// `node_modules/maplibre-gl/dist` as the set-up installed it.
+    maplibre: PathBuf,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": code, "message": message.into() })),
+    )
+        .into_response()
+}
+
+/// The map routes, to merge into a server's router.
+pub fn router(tiles: Arc<Tiles>) -> Router {
+    let maplibre = tiles.config().maplibre.clone();
+    let shared = Arc::new(Shared { tiles, maplibre });
+    Router::new()
+        .route("/", get(index))
+        .route("/tiles.json", get(tilejson))
+        .route("/tiles/{z}/{x}/{file}", get(tile))
+        .route("/frames/{file}", get(frame))
+        .route("/map/{file}", get(asset))
+        .with_state(shared)
+}
+
+async fn index() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        INDEX_HTML,
+    )
+        .into_response()
+}
+
+async fn asset(State(shared): State<Arc<Shared>>, Path(file): Path<String>) -> Response {
+    let content_type = match file.as_str() {
+        "maplibre-gl.mjs" | "maplibre-gl-worker.mjs" => "text/javascript",
+        "maplibre-gl.css" => "text/css",
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no asset {file}"),
+            );
+        }
+    };
+    let path = shared.maplibre.join(&file);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "public, max-age=86400"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "map_not_installed",
+            format!(
+                "{}: {e}; scripts/setup installs MapLibre GL JS from npm",
+                path.display()
+            ),
+        ),
+    }
+}
+
+/// The scheme and host the client used, for absolute URLs in TileJSON.
+fn origin(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
+async fn tilejson(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let config = shared.tiles.config();
+    let mut doc = crate::tilejson(
+        config,
+        &[format!("{}/tiles/{{z}}/{{x}}/{{y}}.mvt", origin(&headers))],
+    );
+    // hexroad's own fields: where the data is, and the tiles' version.
+    match shared.tiles.data_bounds().await {
+        Ok(Some([w, s, e, n])) => {
+            doc["data_bounds"] = serde_json::json!([w, s, e, n]);
+            doc["center"] = serde_json::json!([(w + e) / 2.0, (s + n) / 2.0, 14]);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "data bounds for TileJSON"),
+    }
+    doc["version"] = shared.tiles.version().into();
+    ([(header::CACHE_CONTROL, "no-cache")], axum::Json(doc)).into_response()
+}
+
+async fn tile(
+    State(shared): State<Arc<Shared>>,
+    Path((z, x, file)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let parsed = (|| {
+        let y = file.strip_suffix(".mvt")?;
+        TileId::new(z.parse().ok()?, x.parse().ok()?, y.parse().ok()?)
+    })();
+    let Some(id) = parsed else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no_such_tile",
+            format!(
+                "/tiles/{z}/{x}/{file}: expected /tiles/Z/X/Y.mvt with X and Y below 2^Z, Z at most 24"
+            ),
+        );
+    };
+    let tile = match shared.tiles.tile(id).await {
+        Ok(t) => t,
+        Err(e @ Error::NoSuchTile { .. }) => {
+            return error(StatusCode::NOT_FOUND, "no_such_tile", e.to_string());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, z = id.z, x = id.x, y = id.y, "rendering a tile");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the tile could not be rendered; see the server log",
+            );
+        }
+    };
+    let etag = HeaderValue::from_str(&tile.etag).unwrap_or(HeaderValue::from_static("\"\""));
+    let cache = (
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == tile.etag || t.trim() == "*")
+        })
+    {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag), cache]).into_response();
+    }
+    let gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    let content_type = (
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.mapbox-vector-tile"),
+    );
+    let vary = (header::VARY, HeaderValue::from_static("accept-encoding"));
+    if gzip {
+        (
+            [
+                content_type,
+                (header::CONTENT_ENCODING, HeaderValue::from_static("gzip")),
+                (header::ETAG, etag),
+                cache,
+                vary,
+            ],
+            tile.gzip.clone(),
+        )
+            .into_response()
+    } else {
+        (
+            [content_type, (header::ETAG, etag), cache, vary],
+            tile.bytes.clone(),
+        )
+            .into_response()
+    }
+}
+
+async fn frame(State(shared): State<Arc<Shared>>, Path(file): Path<String>) -> Response {
+    let id = file.strip_suffix(".jpg").unwrap_or("");
+    // Frame ids are hex and dashes; anything else cannot name one, and
+    // never reaches SQL or the store.
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no_such_frame",
+            format!("/frames/{file}: expected /frames/<frame_id>.jpg"),
+        );
+    }
+    match crate::frame_image(&shared.tiles, id).await {
+        Ok(Some(bytes)) => (
+            [
+                (header::CONTENT_TYPE, "image/jpeg"),
+                (header::CACHE_CONTROL, "public, max-age=86400, immutable"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "no_such_frame",
+            format!("no published frame {id}"),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, frame = id, "reading a frame");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the frame could not be read; see the server log",
+            )
+        }
+    }
+}
