@@ -29,7 +29,8 @@ pub struct Args {
     /// Keep the generated lake here and reuse it [default: a temporary folder]
     #[arg(long)]
     data: Option<PathBuf>,
-    /// martin's binary [default: `martin` on PATH, else ~/.cargo/bin/martin]
+    /// martin's binary [default: `martin` on PATH, datasets/tools/bin/martin
+    /// (scripts/setup --bench), or ~/.cargo/bin/martin]
     #[arg(long)]
     martin: Option<PathBuf>,
 }
@@ -98,11 +99,13 @@ fn martin_binary(given: Option<PathBuf>) -> Option<PathBuf> {
             .map(|d| d.join("martin"))
             .find(|p| p.is_file())
     });
-    on_path.or_else(|| {
-        std::env::var_os("HOME")
-            .map(|h| PathBuf::from(h).join(".cargo/bin/martin"))
-            .filter(|p| p.is_file())
-    })
+    on_path
+        .or_else(|| Some(PathBuf::from("datasets/tools/bin/martin")).filter(|p| p.is_file()))
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cargo/bin/martin"))
+                .filter(|p| p.is_file())
+        })
 }
 
 struct Killed(Child);
@@ -247,7 +250,7 @@ pub async fn run(args: Args) -> Result<()> {
             );
         }
         None => println!(
-            "  martin: not measured (not found; `cargo install martin --locked` or --martin PATH)"
+            "  martin: not measured (not found; scripts/setup --bench builds it, or give --martin PATH)"
         ),
     }
     Ok(())

@@ -156,7 +156,13 @@ pub struct Tiles {
     /// One snapshot of the tables shared by renders, taken again after
     /// `poll_interval` or as soon as new frames are seen.
     session: tokio::sync::Mutex<Option<(Instant, SessionContext)>>,
+    /// Image keys of the frames drawn lately, so opening one from the map
+    /// needs no scan of `frames`.
+    images: Mutex<HashMap<String, String>>,
 }
+
+/// Frame image keys remembered before the map of them is cleared.
+const REMEMBERED_IMAGES: usize = 200_000;
 
 impl Tiles {
     /// Remembers which uploads' frames are already in the lake, so only
@@ -172,6 +178,7 @@ impl Tiles {
                 generation: 0,
             }),
             session: tokio::sync::Mutex::new(None),
+            images: Mutex::new(HashMap::new()),
         };
         let processed = tiles.processed_uploads().await?;
         tiles.lock().seen_uploads = processed;
@@ -255,6 +262,21 @@ impl Tiles {
             f64s(b, "e")?[0],
             f64s(b, "n")?[0],
         ]))
+    }
+
+    fn remember_images(&self, ids: &[String], keys: &[String]) {
+        let mut images = self.images.lock().unwrap_or_else(|e| e.into_inner());
+        if images.len() + ids.len() > REMEMBERED_IMAGES {
+            images.clear();
+        }
+        for (id, key) in ids.iter().zip(keys) {
+            images.insert(id.clone(), key.clone());
+        }
+    }
+
+    fn remembered_image(&self, frame_id: &str) -> Option<String> {
+        let images = self.images.lock().unwrap_or_else(|e| e.into_inner());
+        images.get(frame_id).cloned()
     }
 
     /// Whether the cache holds this tile now.
@@ -358,7 +380,7 @@ impl Tiles {
         // Frames: one point each, with what the map needs to open it.
         if id.z >= self.config.frames_minzoom {
             let out = query(format!(
-                "SELECT frame_id, ts, heading, lat, lon, contributor_id FROM frames \
+                "SELECT frame_id, ts, heading, lat, lon, contributor_id, image_key FROM frames \
                  WHERE image_key IS NOT NULL AND {} ORDER BY ts",
                 bbox_sql(widen(id, 0.0))
             ))
@@ -370,6 +392,7 @@ impl Tiles {
                 let lat = f64s(b, "lat")?;
                 let lon = f64s(b, "lon")?;
                 let who = strings(b, "contributor_id")?;
+                self.remember_images(&ids, &strings(b, "image_key")?);
                 for i in 0..b.num_rows() {
                     let p = id.project(lat[i], lon[i], EXTENT);
                     if !(lo..hi).contains(&p[0]) || !(lo..hi).contains(&p[1]) {
@@ -713,22 +736,28 @@ pub async fn frame_image(tiles: &Tiles, frame_id: &str) -> Result<Option<bytes::
     if !frame_id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
         return Ok(None);
     }
-    let out = tiles
-        .lake
-        .query(&format!(
-            "SELECT image_key FROM frames WHERE frame_id = '{frame_id}' \
-             AND image_key IS NOT NULL LIMIT 1"
-        ))
-        .await?;
-    let Some(key) = out
-        .batches
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .map(|b| strings(b, "image_key"))
-        .transpose()?
-        .and_then(|keys| keys.into_iter().next())
-    else {
-        return Ok(None);
+    let key = match tiles.remembered_image(frame_id) {
+        Some(key) => key,
+        None => {
+            let out = tiles
+                .lake
+                .query(&format!(
+                    "SELECT image_key FROM frames WHERE frame_id = '{frame_id}' \
+                     AND image_key IS NOT NULL LIMIT 1"
+                ))
+                .await?;
+            let found = out
+                .batches
+                .iter()
+                .find(|b| b.num_rows() > 0)
+                .map(|b| strings(b, "image_key"))
+                .transpose()?
+                .and_then(|keys| keys.into_iter().next());
+            match found {
+                Some(key) => key,
+                None => return Ok(None),
+            }
+        }
     };
     if !key.starts_with("frames/") || key.contains("..") {
         return Ok(None);

@@ -1,0 +1,8 @@
+//! Reward epochs: each contributor's share of an epoch's budget for the
+//! fresh, novel, honest coverage they added, in integers that sum to the
+//! budget exactly, published as a ledger whose Merkle root lets anyone
+//! check one amount. (The epoch job over the lake arrives with issue 6's
+//! remaining work; this is its arithmetic.)
+
+pub mod allocate;
+pub mod merkle;
