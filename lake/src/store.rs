@@ -398,12 +398,39 @@ impl Lake {
 
     /// Registers every table, freshly loaded, in an existing session.
     pub async fn register_tables(&self, ctx: &SessionContext) -> Result<()> {
+        self.register_tables_as_of(ctx, None).await.map(|_| ())
+    }
+
+    /// A session over every table as it was at `at`: each table at its
+    /// latest version committed at or before then (Delta time travel), so
+    /// later commits never change what it answers. Returns the versions.
+    pub async fn session_as_of(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(SessionContext, Vec<(TableName, u64)>)> {
+        let ctx = SessionContext::new();
+        crate::h3sql::register(&ctx);
+        let versions = self.register_tables_as_of(&ctx, Some(at)).await?;
+        Ok((ctx, versions))
+    }
+
+    async fn register_tables_as_of(
+        &self,
+        ctx: &SessionContext,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<(TableName, u64)>> {
+        let mut versions = Vec::new();
         for name in TableName::ALL {
             let mut table = self.tables[name.index()].lock().await.clone();
-            table.update_state().await.map_err(|source| Error::Delta {
+            let loaded = match at {
+                None => table.update_state().await,
+                Some(at) => table.load_with_datetime(at).await,
+            };
+            loaded.map_err(|source| Error::Delta {
                 table: name.as_str(),
                 source,
             })?;
+            versions.push((name, table.version().unwrap_or(0)));
             table
                 .update_datafusion_session(&ctx.state())
                 .map_err(|source| Error::Delta {
@@ -431,7 +458,7 @@ impl Lake {
             let view = ctx.sql(sql).await?.into_view();
             ctx.register_table(*name, view)?;
         }
-        Ok(())
+        Ok(versions)
     }
 }
 

@@ -194,6 +194,29 @@ mod tests {
     }
 
     #[test]
+    fn the_readmes_worked_example() {
+        let cells = vec![
+            CellInput {
+                cell: 0xa,
+                weight: 4000,
+                claims: vec![claim("alice", 10_000 + 5_000), claim("bob", 5_000)],
+            },
+            CellInput {
+                cell: 0xb,
+                weight: 4000,
+                claims: vec![claim("carol", 10_000)],
+            },
+        ];
+        let s = split(1000, &cells, 1000);
+        let amounts: Vec<u64> = s.by_contributor.values().map(|a| a.amount).collect();
+        assert_eq!(amounts, vec![375, 125, 500]);
+        let s = split(1000, &cells, 400);
+        let amounts: Vec<u64> = s.by_contributor.values().map(|a| a.amount).collect();
+        assert_eq!(amounts, vec![400, 200, 400]);
+        assert_eq!(s.by_contributor["bob"].redistributed, 75);
+    }
+
+    #[test]
     fn amounts_always_sum_to_the_budget_whatever_the_input() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(47);
         for _ in 0..2000 {

@@ -5,4 +5,12 @@
 //! remaining work; this is its arithmetic.)
 
 pub mod allocate;
+pub mod config;
+pub mod epoch;
+pub mod job;
+pub mod ledger;
 pub mod merkle;
+pub mod regions;
+
+pub use config::{FraudConfig, RewardConfig};
+pub use epoch::Epoch;

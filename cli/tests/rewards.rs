@@ -1,0 +1,184 @@
+//! Reward epochs end to end: the simulated fleet with a spoofer and a
+//! duplicator, an epoch computed twice and again after late uploads, every
+//! proof checked by an independent implementation of the Merkle rule.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use serde_json::Value;
+
+mod common;
+use common::{hexroad, python, root, succeed, wait_processed};
+
+fn sim(server: &str, extra: &[&str]) -> Value {
+    let out = succeed(
+        hexroad(&[
+            "sim",
+            "--server",
+            server,
+            "--json",
+            "--video",
+            "320x240@5",
+            "--duration",
+            "60s",
+        ])
+        .args(extra)
+        .env("RUST_LOG", "warn"),
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `hexroad epoch run`: its stdout and the ledger's bytes.
+fn epoch_run(data: &Path, epoch: &str, out: &Path) -> (String, Vec<u8>) {
+    let run = succeed(
+        hexroad(&["epoch", "run", "--epoch", epoch, "--data"])
+            .arg(data)
+            .arg("--out")
+            .arg(out)
+            .env("HEXROAD__REWARDS__GRACE", "0s")
+            .env("HEXROAD__REWARDS__CONTRIBUTOR_CAP_PCT", "100"),
+    );
+    let ledger = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".ledger.json"))
+        .expect("a ledger");
+    (
+        String::from_utf8(run.stdout).unwrap(),
+        std::fs::read(ledger).unwrap(),
+    )
+}
+
+#[test]
+fn an_epoch_pays_honest_drivers_not_spoofers_or_copiers_and_never_changes_once_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = common::serve(
+        &data,
+        "127.0.0.1:0",
+        &[("HEXROAD__VISION__POLL_INTERVAL", "200ms")],
+    );
+    let start = Utc::now() - chrono::Duration::hours(2);
+    let report = sim(
+        &server.base,
+        &[
+            "--seed",
+            "11",
+            "--devices",
+            "2",
+            "--spoofers",
+            "1",
+            "--duplicators",
+            "1",
+        ],
+    );
+    wait_processed(&data, Duration::from_secs(240));
+    let end = Utc::now() + chrono::Duration::seconds(1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let epoch = format!(
+        "{}/{}",
+        start.to_rfc3339_opts(SecondsFormat::Secs, true),
+        end.to_rfc3339_opts(SecondsFormat::Secs, true)
+    );
+
+    let (stdout, first) = epoch_run(&data, &epoch, &dir.path().join("a"));
+    let (_, again) = epoch_run(&data, &epoch, &dir.path().join("b"));
+    assert_eq!(first, again, "the same epoch twice gives the same bytes");
+
+    let ledger: Value = serde_json::from_slice(&first).unwrap();
+    assert_eq!(ledger["total"], ledger["budget"], "{ledger}");
+    let paid: Vec<(&str, u64)> = ledger["rewards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["contributor_id"].as_str().unwrap(),
+                r["amount"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    for device in report["devices"].as_array().unwrap() {
+        let who = device["contributor_id"].as_str().unwrap();
+        let id = device["device_id"].as_str().unwrap();
+        let amount = paid.iter().find(|(c, _)| *c == who).map_or(0, |(_, a)| *a);
+        match device["role"].as_str().unwrap() {
+            "honest" => assert!(amount > 0, "honest {who} is paid: {stdout}"),
+            "spoofer" => {
+                assert_eq!(amount, 0, "the spoofer earns nothing");
+                assert!(
+                    stdout.contains(&format!("flag teleporting_gnss device {id}")),
+                    "{stdout}"
+                );
+            }
+            "duplicator" => {
+                assert_eq!(amount, 0, "the duplicator earns nothing");
+                assert!(
+                    stdout.contains(&format!("flag copied_drive device {id}")),
+                    "{stdout}"
+                );
+            }
+            other => panic!("unexpected role {other}"),
+        }
+    }
+
+    // Every proof, by an implementation that shares no code with hexroad.
+    let ledger_path = std::fs::read_dir(dir.path().join("a"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    let checked = succeed(
+        Command::new(python())
+            .arg(root().join("cli/tests/support/merkle_check.py"))
+            .arg(&ledger_path),
+    );
+    let checked: Value = serde_json::from_slice(&checked.stdout).unwrap();
+    assert_eq!(checked["verified"].as_u64().unwrap() as usize, paid.len());
+    let (who, amount) = paid[0];
+    let ok =
+        succeed(hexroad(&["epoch", "verify", "--contributor", who, "--ledger"]).arg(&ledger_path));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains(&amount.to_string()));
+    let forged = dir.path().join("forged.json");
+    std::fs::write(
+        &forged,
+        String::from_utf8(first.clone()).unwrap().replacen(
+            &format!("\"amount\": {amount}"),
+            &format!("\"amount\": {}", amount + 1),
+            1,
+        ),
+    )
+    .unwrap();
+    let refused = hexroad(&["epoch", "verify", "--contributor", who, "--ledger"])
+        .arg(&forged)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("does not lead to the root"));
+
+    // Late drives for the same interval change nothing once it has closed.
+    let late_start =
+        (start + chrono::Duration::minutes(30)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    sim(
+        &server.base,
+        &["--seed", "12", "--devices", "1", "--start", &late_start],
+    );
+    wait_processed(&data, Duration::from_secs(240));
+    let (_, late) = epoch_run(&data, &epoch, &dir.path().join("c"));
+    assert_eq!(
+        late, first,
+        "uploads after the close do not change the ledger"
+    );
+
+    // An epoch that has not closed yet is refused with its closing time.
+    let open = hexroad(&["epoch", "run", "--epoch", "2999-W01", "--out"])
+        .arg(dir.path().join("d"))
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!open.status.success());
+    assert!(String::from_utf8_lossy(&open.stderr).contains("closes at"));
+}
