@@ -68,7 +68,7 @@ pub async fn run(which: Which) -> Result<()> {
 }
 
 /// The epoch's outcome and the table versions it read.
-async fn compute(args: &EpochArgs) -> Result<(Outcome, Ledger, RewardConfig)> {
+async fn compute(args: &EpochArgs) -> Result<(Outcome, Ledger, RewardConfig, Arc<Lake>)> {
     let mut settings = crate::settings::load(args.config.as_deref(), std::env::vars())?;
     if let Some(data) = &args.data {
         settings.data = data.clone();
@@ -113,11 +113,22 @@ async fn compute(args: &EpochArgs) -> Result<(Outcome, Ledger, RewardConfig)> {
             .collect(),
         close.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     );
-    Ok((outcome, ledger, config))
+    Ok((outcome, ledger, config, lake))
 }
 
 async fn run_epoch(args: RunArgs) -> Result<()> {
-    let (outcome, ledger, _) = compute(&args.epoch).await?;
+    let (outcome, ledger, config, lake) = compute(&args.epoch).await?;
+    let closed_at = outcome
+        .epoch
+        .close(chrono::Duration::from_std(config.grace)?);
+    // The rows first (each table at most once per epoch), the ledger last.
+    let rewards =
+        hexroad_rewards::tables::rewards_batch(&outcome, ledger.table_version, closed_at)?;
+    lake.commit_epoch_rows(hexroad_lake::TableName::Rewards, &ledger.epoch, rewards)
+        .await?;
+    let flags = hexroad_rewards::tables::fraud_flags_batch(&outcome, closed_at)?;
+    lake.commit_epoch_rows(hexroad_lake::TableName::FraudFlags, &ledger.epoch, flags)
+        .await?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     // The manifest last, atomically: a crashed run leaves no ledger and can
@@ -147,7 +158,7 @@ async fn run_epoch(args: RunArgs) -> Result<()> {
 }
 
 async fn explain(args: ExplainArgs) -> Result<()> {
-    let (outcome, ledger, config) = compute(&args.epoch).await?;
+    let (outcome, ledger, config, _) = compute(&args.epoch).await?;
     let who = &args.contributor;
     println!(
         "epoch {} (frames table version {}), contributor {who}",

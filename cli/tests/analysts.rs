@@ -98,24 +98,9 @@ fn adbc_flight_sql_answers_as_hexroad_sql_and_the_notebooks_run() {
             ("HEXROAD__SQL__MEMORY_MIB", "64"),
         ],
     );
-    succeed(
-        hexroad(&[
-            "sim",
-            "--server",
-            &server.base,
-            "--json",
-            "--video",
-            "320x240@5",
-            "--seed",
-            "7",
-            "--devices",
-            "2",
-            "--spoofers",
-            "1",
-            "--duration",
-            "60s",
-        ])
-        .env("RUST_LOG", "warn"),
+    common::sim(
+        &server.base,
+        &["--seed", "7", "--devices", "2", "--spoofers", "1"],
     );
     wait_processed(&data, Duration::from_secs(240));
 

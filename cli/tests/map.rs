@@ -8,27 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{hexroad, python, root, succeed, wait_processed};
-
-fn sim(server: &str, seed: &str, devices: &str) {
-    succeed(
-        hexroad(&[
-            "sim",
-            "--server",
-            server,
-            "--json",
-            "--video",
-            "320x240@5",
-            "--seed",
-            seed,
-            "--devices",
-            devices,
-            "--duration",
-            "60s",
-        ])
-        .env("RUST_LOG", "warn"),
-    );
-}
+use common::{hexroad, python, root, sim, succeed, wait_processed};
 
 fn sql_to_file(data: &Path, query: &str, out: &Path) {
     let answer = succeed(
@@ -94,7 +74,7 @@ fn the_map_shows_what_sql_reports_exports_the_same_tiles_and_draws_in_a_browser(
             ("HEXROAD__TILES__POLL_INTERVAL", "200ms"),
         ],
     );
-    sim(&server.base, "7", "2");
+    sim(&server.base, &["--seed", "7", "--devices", "2"]);
     wait_processed(&data, Duration::from_secs(240));
 
     // Independent readers: the tiles against SQL and H3, the export against
@@ -172,7 +152,7 @@ fn the_map_shows_what_sql_reports_exports_the_same_tiles_and_draws_in_a_browser(
     // New frames: the tiles move on (the world tile at z0 always holds them).
     let world = format!("{}/tiles/0/0/0.mvt", server.base);
     let (before, version) = (etag(&world), tiles_version(&server.base));
-    sim(&server.base, "8", "1");
+    sim(&server.base, &["--seed", "8", "--devices", "1"]);
     wait_processed(&data, Duration::from_secs(240));
     let t0 = Instant::now();
     while tiles_version(&server.base) == version {

@@ -10,25 +10,7 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::Value;
 
 mod common;
-use common::{hexroad, python, root, succeed, wait_processed};
-
-fn sim(server: &str, extra: &[&str]) -> Value {
-    let out = succeed(
-        hexroad(&[
-            "sim",
-            "--server",
-            server,
-            "--json",
-            "--video",
-            "320x240@5",
-            "--duration",
-            "60s",
-        ])
-        .args(extra)
-        .env("RUST_LOG", "warn"),
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+use common::{hexroad, python, root, sim, succeed, wait_processed};
 
 /// `hexroad epoch run`: its stdout and the ledger's bytes.
 fn epoch_run(data: &Path, epoch: &str, out: &Path) -> (String, Vec<u8>) {
@@ -122,6 +104,37 @@ fn an_epoch_pays_honest_drivers_not_spoofers_or_copiers_and_never_changes_once_c
             }
             other => panic!("unexpected role {other}"),
         }
+    }
+
+    // The tables: each epoch's rows once, flags with their evidence.
+    let sum = common::sql_u64(
+        &data,
+        &format!("SELECT sum(amount) AS n FROM rewards WHERE epoch = '{epoch}'"),
+    );
+    assert_eq!(
+        sum,
+        ledger["budget"].as_u64().unwrap(),
+        "run twice, counted once"
+    );
+    let flagged = common::sql(
+        &data,
+        &format!(
+            "SELECT rule, subject, detail FROM fraud_flags WHERE epoch = '{epoch}' AND subject_kind = 'device'"
+        ),
+    );
+    for device in report["devices"].as_array().unwrap() {
+        let rule = match device["role"].as_str().unwrap() {
+            "spoofer" => "teleporting_gnss",
+            "duplicator" => "copied_drive",
+            _ => continue,
+        };
+        assert!(
+            flagged
+                .iter()
+                .any(|f| f["rule"] == rule && f["subject"] == device["device_id"]),
+            "{rule} for {}: {flagged:?}",
+            device["device_id"]
+        );
     }
 
     // Every proof, by an implementation that shares no code with hexroad.

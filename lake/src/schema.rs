@@ -26,16 +26,22 @@ pub enum TableName {
     Frames,
     /// What the vision stage concluded about each upload, latest row wins.
     Processing,
+    /// Each epoch's amount per contributor and the parts it was made of.
+    Rewards,
+    /// The fraud rules' findings per epoch, with their evidence.
+    FraudFlags,
 }
 
 impl TableName {
-    pub const ALL: [TableName; 6] = [
+    pub const ALL: [TableName; 8] = [
         Self::Devices,
         Self::Uploads,
         Self::Gnss,
         Self::Telemetry,
         Self::Frames,
         Self::Processing,
+        Self::Rewards,
+        Self::FraudFlags,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +52,8 @@ impl TableName {
             Self::Telemetry => "telemetry",
             Self::Frames => "frames",
             Self::Processing => "processing",
+            Self::Rewards => "rewards",
+            Self::FraudFlags => "fraud_flags",
         }
     }
 
@@ -148,6 +156,28 @@ pub fn stored_schema(table: TableName) -> SchemaRef {
             Field::new("frames_deduplicated", DataType::Int64, false),
             utf8("worker", false),
             Field::new("at", ts(), false),
+        ],
+        TableName::Rewards => vec![
+            utf8("epoch", false),
+            utf8("contributor_id", false),
+            Field::new("amount", DataType::Int64, false),
+            Field::new("frames", DataType::Int64, false),
+            Field::new("cells", DataType::Int64, false),
+            // The sum of the cell parts, what the cap took, what others'
+            // caps gave: amount = uncapped - capped_off + redistributed.
+            Field::new("uncapped", DataType::Int64, false),
+            Field::new("capped_off", DataType::Int64, false),
+            Field::new("redistributed", DataType::Int64, false),
+            Field::new("table_version", DataType::Int64, false),
+            Field::new("closed_at", ts(), false),
+        ],
+        TableName::FraudFlags => vec![
+            utf8("epoch", false),
+            utf8("subject_kind", false),
+            utf8("subject", false),
+            utf8("rule", false),
+            utf8("detail", false),
+            Field::new("closed_at", ts(), false),
         ],
     };
     Arc::new(Schema::new(fields))

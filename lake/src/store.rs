@@ -231,12 +231,42 @@ impl Lake {
     /// `Ok(false)` says so. This is what makes a retried or raced upload
     /// yield every frame exactly once.
     pub async fn commit_frames(&self, upload: UploadId, batch: RecordBatch) -> Result<bool> {
-        let table = TableName::Frames;
+        self.commit_once(TableName::Frames, &format!("vision/{upload}"), batch)
+            .await
+    }
+
+    /// Appends an epoch's rows to `rewards` or `fraud_flags` at most once
+    /// (application transaction `epoch/<id>`): running an epoch again adds
+    /// nothing, and a run that crashed between the two tables completes.
+    pub async fn commit_epoch_rows(
+        &self,
+        table: TableName,
+        epoch: &str,
+        batch: RecordBatch,
+    ) -> Result<bool> {
+        if !matches!(table, TableName::Rewards | TableName::FraudFlags) {
+            return Err(Error::Internal(format!(
+                "{} does not hold epoch rows",
+                table.as_str()
+            )));
+        }
+        self.commit_once(table, &format!("epoch/{epoch}"), batch)
+            .await
+    }
+
+    /// One commit carrying the application transaction `app_id`, unless a
+    /// commit with it is already in the log or lands concurrently.
+    async fn commit_once(
+        &self,
+        table: TableName,
+        app_id: &str,
+        batch: RecordBatch,
+    ) -> Result<bool> {
         let delta_err = |source| Error::Delta {
             table: table.as_str(),
             source,
         };
-        let app_id = format!("vision/{upload}");
+        let app_id = app_id.to_owned();
         let mut guard = self.tables[table.index()].lock().await;
         let mut current = guard.clone();
         current.update_state().await.map_err(delta_err)?;
@@ -281,6 +311,12 @@ impl Lake {
         ) {
             return Err(Error::Internal(format!(
                 "{} is written through commit_upload only",
+                table.as_str()
+            )));
+        }
+        if matches!(table, TableName::Rewards | TableName::FraudFlags) {
+            return Err(Error::Internal(format!(
+                "{} is written through commit_epoch_rows only",
                 table.as_str()
             )));
         }
@@ -424,7 +460,12 @@ impl Lake {
             let mut table = self.tables[name.index()].lock().await.clone();
             let loaded = match at {
                 None => table.update_state().await,
-                Some(at) => table.load_with_datetime(at).await,
+                // A table created after `at` (an older lake gaining a new
+                // table) was empty then: its creation, version 0.
+                Some(at) => match table.load_with_datetime(at).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => table.load_version(0).await.map_err(|_| e),
+                },
             };
             loaded.map_err(|source| Error::Delta {
                 table: name.as_str(),

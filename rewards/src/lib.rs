@@ -11,6 +11,7 @@ pub mod job;
 pub mod ledger;
 pub mod merkle;
 pub mod regions;
+pub mod tables;
 
 pub use config::{FraudConfig, RewardConfig};
 pub use epoch::Epoch;

@@ -87,6 +87,26 @@ pub fn serve(data: &Path, listen: &str, env: &[(&str, &str)]) -> Server {
     }
 }
 
+/// `hexroad sim` against `server`: a minute of small (320×240 at 5 fps)
+/// video per device plus `extra`; returns its JSON report.
+pub fn sim(server: &str, extra: &[&str]) -> Value {
+    let out = succeed(
+        hexroad(&[
+            "sim",
+            "--server",
+            server,
+            "--json",
+            "--video",
+            "320x240@5",
+            "--duration",
+            "60s",
+        ])
+        .args(extra)
+        .env("RUST_LOG", "warn"),
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Waits until every accepted video has a vision verdict.
 pub fn wait_processed(data: &Path, within: std::time::Duration) {
     let t0 = std::time::Instant::now();
