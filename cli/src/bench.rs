@@ -20,6 +20,8 @@ pub enum Which {
     Sql(crate::bench_sql::Args),
     /// Tiles/s and latency, cold and cached, beside martin on the PMTiles export.
     Tiles(crate::bench_tiles::Args),
+    /// A reward epoch over millions of frames: time and peak memory.
+    Epoch(crate::bench_epoch::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,6 +43,7 @@ pub async fn run(which: Which) -> Result<()> {
         Which::Vision(args) => crate::bench_vision::run(args).await,
         Which::Sql(args) => crate::bench_sql::run(args).await,
         Which::Tiles(args) => crate::bench_tiles::run(args).await,
+        Which::Epoch(args) => crate::bench_epoch::run(args).await,
     }
 }
 

@@ -6,6 +6,7 @@ use clap::Parser;
 
 mod anonymize;
 mod bench;
+mod bench_epoch;
 mod bench_sql;
 mod bench_tiles;
 mod bench_vision;

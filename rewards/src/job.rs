@@ -142,11 +142,43 @@ fn ts_sql(t: DateTime<Utc>) -> String {
     )
 }
 
+/// Ids and their names: millions of frames share a few thousand.
+#[derive(Default)]
+struct Names {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Names {
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.to_owned());
+        self.ids.insert(name.to_owned(), id);
+        id
+    }
+
+    fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+}
+
+/// One drive (upload) through a cell by a contributor.
+struct Drive {
+    /// Its first frame's time in the cell.
+    first: i64,
+    upload: u32,
+    /// Quality-weighted frames, in thousandths.
+    quality: u64,
+}
+
 /// One published frame the epoch considers.
 struct Frame {
-    upload: String,
-    device: String,
-    contributor: String,
+    upload: u32,
+    device: u32,
+    contributor: u32,
     ts: i64,
     lat: f64,
     lon: f64,
@@ -169,6 +201,7 @@ pub async fn run(
 
     // The epoch's published frames, in a fixed order.
     let mut frames = Vec::new();
+    let mut names = Names::default();
     for b in query(
         ctx,
         "the epoch's frames",
@@ -182,10 +215,13 @@ pub async fn run(
     .await?
     {
         let w = "the epoch's frames";
+        let up = col(&b, w, "upload_id", &DataType::Utf8)?;
+        let dev = col(&b, w, "device_id", &DataType::Utf8)?;
+        let who = col(&b, w, "contributor_id", &DataType::Utf8)?;
         let (up, dev, who) = (
-            strings(&b, w, "upload_id")?,
-            strings(&b, w, "device_id")?,
-            strings(&b, w, "contributor_id")?,
+            up.as_string::<i32>(),
+            dev.as_string::<i32>(),
+            who.as_string::<i32>(),
         );
         let (ts, lat, lon) = (
             micros(&b, w, "ts")?,
@@ -195,9 +231,9 @@ pub async fn run(
         let (cell, quality) = (u64s(&b, w, "cell")?, f64s(&b, w, "quality")?);
         for i in 0..b.num_rows() {
             frames.push(Frame {
-                upload: up[i].clone(),
-                device: dev[i].clone(),
-                contributor: who[i].clone(),
+                upload: names.id(up.value(i)),
+                device: names.id(dev.value(i)),
+                contributor: names.id(who.value(i)),
                 ts: ts[i],
                 lat: lat[i],
                 lon: lon[i],
@@ -247,13 +283,13 @@ pub async fn run(
         if speed > fraud.max_speed_mps && metres > 100.0 {
             flags.push(Flag {
                 subject_kind: "device",
-                subject: b.device.clone(),
+                subject: names.name(b.device).to_owned(),
                 rule: "impossible_speed",
                 detail: format!(
                     "{metres:.0} m in {:.1} s ({speed:.0} m/s) between frames of uploads {} and {}",
                     (b.ts - a.ts) as f64 / 1e6,
-                    a.upload,
-                    b.upload
+                    names.name(a.upload),
+                    names.name(b.upload)
                 ),
             });
         }
@@ -386,10 +422,12 @@ pub async fn run(
     // stationary_farming: many frames, few cells.
     let mut per_contributor: BTreeMap<&str, (u64, BTreeSet<u64>, BTreeSet<&str>)> = BTreeMap::new();
     for f in &frames {
-        let e = per_contributor.entry(&f.contributor).or_default();
+        let e = per_contributor
+            .entry(names.name(f.contributor))
+            .or_default();
         e.0 += 1;
         e.1.insert(f.cell);
-        e.2.insert(&f.device);
+        e.2.insert(names.name(f.device));
     }
     for (who, (n, cells, devices)) in &per_contributor {
         let per_cell = *n / cells.len().max(1) as u64;
@@ -412,7 +450,10 @@ pub async fn run(
 
     let devices: BTreeMap<String, String> = frames
         .iter()
-        .map(|f| (f.device.clone(), f.contributor.clone()))
+        .map(|f| (f.device, f.contributor))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|(d, c)| (names.name(d).to_owned(), names.name(c).to_owned()))
         .collect();
     let excluded_devices: BTreeSet<String> = if fraud.exclude_flagged_devices {
         flags
@@ -430,7 +471,10 @@ pub async fn run(
         .collect();
     let eligible: Vec<&Frame> = frames
         .iter()
-        .filter(|f| !excluded_devices.contains(&f.device) && !excluded_uploads.contains(&f.upload))
+        .filter(|f| {
+            !excluded_devices.contains(names.name(f.device))
+                && !excluded_uploads.contains(names.name(f.upload))
+        })
         .collect();
 
     // When each covered cell was last covered before the epoch.
@@ -481,29 +525,43 @@ pub async fn run(
 
     // Claims: quality-weighted frames per drive, each further drive of the
     // same cell by the same contributor discounted by redrive_pct.
-    let mut drives: BTreeMap<(u64, String), BTreeMap<(i64, String), u64>> = BTreeMap::new();
+    // (cell, contributor) → their drives through it.
+    let mut drives: HashMap<(u64, u32), Vec<Drive>> = HashMap::new();
     let mut frame_counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut counts: HashMap<u32, u64> = HashMap::new();
     for f in &eligible {
         let q = (f.quality.clamp(0.0, 1.0) * 1000.0).round() as u64;
-        let per_drive = drives.entry((f.cell, f.contributor.clone())).or_default();
-        // Keyed by the drive's first frame time in the cell, then its id.
-        let key = per_drive
-            .keys()
-            .find(|(_, u)| *u == f.upload)
-            .cloned()
-            .unwrap_or((f.ts, f.upload.clone()));
-        *per_drive.entry(key).or_default() += q;
-        *frame_counts.entry(f.contributor.clone()).or_default() += 1;
+        let per_drive = drives.entry((f.cell, f.contributor)).or_default();
+        match per_drive.iter_mut().find(|d| d.upload == f.upload) {
+            Some(d) => {
+                d.first = d.first.min(f.ts);
+                d.quality += q;
+            }
+            None => per_drive.push(Drive {
+                first: f.ts,
+                upload: f.upload,
+                quality: q,
+            }),
+        }
+        *counts.entry(f.contributor).or_default() += 1;
+    }
+    for (who, n) in counts {
+        frame_counts.insert(names.name(who).to_owned(), n);
     }
     let mut claims = BTreeMap::new();
-    for (key, per_drive) in drives {
+    for ((cell, who), mut per_drive) in drives {
+        per_drive.sort_by(|a, b| {
+            a.first
+                .cmp(&b.first)
+                .then_with(|| names.name(a.upload).cmp(names.name(b.upload)))
+        });
         let mut total = 0u64;
         let mut factor = 1_000_000u64;
-        for (_, q) in per_drive {
-            total += q * factor / 1_000_000;
+        for d in per_drive {
+            total += d.quality * factor / 1_000_000;
             factor = factor * u64::from(config.redrive_pct) / 100;
         }
-        claims.insert(key, total);
+        claims.insert((cell, names.name(who).to_owned()), total);
     }
     let mut inputs: BTreeMap<u64, CellInput> = BTreeMap::new();
     for ((cell, who), weight) in &claims {
