@@ -208,8 +208,7 @@ pub async fn run(
         &format!(
             "SELECT upload_id, device_id, contributor_id, ts, lat, lon, \
              h3_cell_to_parent(cell, {r}) AS cell, quality FROM frames \
-             WHERE image_key IS NOT NULL AND ts >= {start} AND ts < {end} \
-             ORDER BY device_id, ts, frame_id"
+             WHERE image_key IS NOT NULL AND ts >= {start} AND ts < {end}"
         ),
     )
     .await?
@@ -242,6 +241,16 @@ pub async fn run(
             });
         }
     }
+
+    // A fixed order (sorted here, not in SQL: ids are small, strings not).
+    frames.sort_unstable_by(|a, b| {
+        names
+            .name(a.device)
+            .cmp(names.name(b.device))
+            .then(a.ts.cmp(&b.ts))
+            .then_with(|| names.name(a.upload).cmp(names.name(b.upload)))
+            .then(a.cell.cmp(&b.cell))
+    });
 
     // teleporting_gnss: ingest refused the device's track for an
     // impossible jump during the epoch.
@@ -340,13 +349,19 @@ pub async fn run(
         ctx,
         "copied drives",
         &format!(
-            "SELECT f.upload_id, f.device_id, count(*) AS n, \
-             sum(CASE WHEN o.frame_id IS NOT NULL AND o.contributor_id <> f.contributor_id \
-                      AND o.processed_at <= f.processed_at THEN 1 ELSE 0 END) AS copied, \
-             min(o.upload_id) AS source \
-             FROM frames f LEFT JOIN frames o ON f.dedupe_of = o.frame_id \
-             WHERE f.ts >= {start} AND f.ts < {end} \
-             GROUP BY f.upload_id, f.device_id ORDER BY f.upload_id"
+            "WITH copies AS ( \
+               SELECT f.upload_id, f.device_id, o.upload_id AS source FROM frames f \
+               JOIN frames o ON f.dedupe_of = o.frame_id \
+               WHERE f.dedupe_of IS NOT NULL AND f.ts >= {start} AND f.ts < {end} \
+                 AND o.contributor_id <> f.contributor_id AND o.processed_at <= f.processed_at), \
+             copied AS ( \
+               SELECT upload_id, device_id, count(*) AS copied, min(source) AS source \
+               FROM copies GROUP BY upload_id, device_id), \
+             totals AS ( \
+               SELECT upload_id, count(*) AS n FROM frames \
+               WHERE ts >= {start} AND ts < {end} GROUP BY upload_id) \
+             SELECT c.upload_id, c.device_id, t.n, c.copied, c.source \
+             FROM copied c JOIN totals t ON c.upload_id = t.upload_id ORDER BY c.upload_id"
         ),
     )
     .await?
