@@ -171,6 +171,27 @@ fn an_epoch_pays_honest_drivers_not_spoofers_or_copiers_and_never_changes_once_c
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("does not lead to the root"));
 
+    // explain shows the arithmetic that leads to the ledger's amount.
+    let explained = succeed(
+        hexroad(&[
+            "epoch",
+            "explain",
+            "--epoch",
+            &epoch,
+            "--contributor",
+            who,
+            "--data",
+        ])
+        .arg(&data)
+        .env("HEXROAD__REWARDS__GRACE", "0s")
+        .env("HEXROAD__REWARDS__CONTRIBUTOR_CAP_PCT", "100"),
+    );
+    let explained = String::from_utf8_lossy(&explained.stdout);
+    assert!(
+        explained.contains("eligible frames") && explained.contains(&format!("= {amount} (cap")),
+        "{explained}"
+    );
+
     // Late drives for the same interval change nothing once it has closed.
     let late_start =
         (start + chrono::Duration::minutes(30)).to_rfc3339_opts(SecondsFormat::Secs, true);
