@@ -1,6 +1,7 @@
 //! `hexroad bench ingest`: upload throughput over loopback, beside a plain
 //! file copy of the same bytes, measured in the same run.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,32 @@ pub async fn run(which: Which) -> Result<()> {
         Which::Tiles(args) => crate::bench_tiles::run(args).await,
         Which::Epoch(args) => crate::bench_epoch::run(args).await,
     }
+}
+
+/// The Python a bench runs its comparison in: `given`, `$HEXROAD_PYTHON`,
+/// or the test venv that `scripts/setup --test` makes.
+pub(crate) fn venv_python(given: Option<PathBuf>) -> PathBuf {
+    given
+        .or_else(|| std::env::var_os("HEXROAD_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".venv/bin/python"))
+}
+
+/// A lake to benchmark in: `keep` if given (reused across runs), else a
+/// folder that goes when the returned guard is dropped.
+pub(crate) async fn bench_lake(
+    keep: Option<PathBuf>,
+) -> Result<(tempfile::TempDir, PathBuf, Arc<Lake>)> {
+    let temp = tempfile::tempdir().context("temporary data folder")?;
+    let data = keep.unwrap_or_else(|| temp.path().join("data"));
+    let lake = Arc::new(Lake::open(&data.to_string_lossy()).await?);
+    Ok((temp, data, lake))
+}
+
+/// The `p` quantile of sorted durations, in milliseconds (0 when empty).
+pub(crate) fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 /// A telemetry batch of about `size` bytes, distinct per (device, n).
@@ -160,11 +187,7 @@ async fn ingest(args: IngestArgs) -> Result<()> {
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     times.sort();
-    let pct = |p: f64| {
-        times
-            .get(((times.len().max(1) - 1) as f64 * p).round() as usize)
-            .map_or(0.0, |d: &Duration| d.as_secs_f64() * 1000.0)
-    };
+    let pct = |p: f64| percentile_ms(&times, p);
     let mb = total as f64 / 1e6;
     let upload_mbs = mb / upload_s;
     let copy_mbs = mb / copy_s;

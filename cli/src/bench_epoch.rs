@@ -5,11 +5,9 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use hexroad_lake::Lake;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,12 +39,7 @@ pub async fn run(args: Args) -> Result<()> {
     if args.rows == 0 || args.contributors == 0 {
         bail!("--rows and --contributors must be positive");
     }
-    let temp = tempfile::tempdir().context("temporary data folder")?;
-    let data = args
-        .data
-        .clone()
-        .unwrap_or_else(|| temp.path().join("data"));
-    let lake = Arc::new(Lake::open(&data.to_string_lossy()).await?);
+    let (temp, data, lake) = crate::bench::bench_lake(args.data.clone()).await?;
     let present = crate::bench_sql::count_frames(&lake).await?;
     let days = 7;
     if present == 0 {

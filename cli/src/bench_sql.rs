@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -131,17 +130,8 @@ pub async fn run(args: Args) -> Result<()> {
     if args.rows == 0 || args.contributors == 0 || args.days <= 0 || args.runs == 0 {
         bail!("--rows, --contributors, --days and --runs must be positive");
     }
-    let python = args
-        .python
-        .clone()
-        .or_else(|| std::env::var_os("HEXROAD_PYTHON").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(".venv/bin/python"));
-    let temp = tempfile::tempdir().context("temporary data folder")?;
-    let data = args
-        .data
-        .clone()
-        .unwrap_or_else(|| temp.path().join("data"));
-    let lake = Arc::new(Lake::open(&data.to_string_lossy()).await?);
+    let python = crate::bench::venv_python(args.python.clone());
+    let (_temp, data, lake) = crate::bench::bench_lake(args.data.clone()).await?;
     let now = Utc::now();
 
     let present = count_frames(&lake).await?;

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use hexroad_lake::Lake;
 use hexroad_tiles::{TileId, Tiles, TilesConfig};
 use rand::SeedableRng;
 use rand::seq::IndexedRandom;
@@ -77,11 +76,7 @@ async fn pass(http: &reqwest::Client, urls: &[String], concurrency: usize) -> Re
         bytes += n;
     }
     times.sort();
-    let pct = |p: f64| {
-        times
-            .get(((times.len().max(1) - 1) as f64 * p).round() as usize)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
+    let pct = |p: f64| crate::bench::percentile_ms(&times, p);
     Ok(Pass {
         tiles_per_s: urls.len() as f64 / elapsed,
         p50_ms: pct(0.5),
@@ -121,12 +116,7 @@ pub async fn run(args: Args) -> Result<()> {
     if args.rows == 0 || args.requests == 0 || args.concurrency == 0 {
         bail!("--rows, --requests and --concurrency must be positive");
     }
-    let temp = tempfile::tempdir().context("temporary data folder")?;
-    let data = args
-        .data
-        .clone()
-        .unwrap_or_else(|| temp.path().join("data"));
-    let lake = Arc::new(Lake::open(&data.to_string_lossy()).await?);
+    let (temp, data, lake) = crate::bench::bench_lake(args.data.clone()).await?;
     if crate::bench_sql::count_frames(&lake).await? == 0 {
         crate::bench_sql::generate(
             &lake,

@@ -9,6 +9,7 @@
 //! same upload twice adds nothing, and a crash between two tables' commits is
 //! repaired by simply appending again. See [`Lake::commit_upload`].
 
+pub mod columns;
 pub mod duration_text;
 mod error;
 pub mod flight;

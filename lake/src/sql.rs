@@ -78,33 +78,23 @@ impl Lake {
     /// Runs one query from outside (an analyst, the HTTP API, Flight SQL):
     /// read-only (no DDL, DML or `SET`), within `limits`' time and memory.
     pub async fn query_read_only(&self, sql: &str, limits: QueryLimits) -> Result<QueryOutput> {
-        let run = async {
+        within(limits, async {
             let frame = self.plan_read_only(sql, limits).await?;
             let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
             let batches = frame.collect().await?;
             Ok(QueryOutput { schema, batches })
-        };
-        match tokio::time::timeout(limits.timeout, run).await {
-            Ok(output) => output,
-            Err(_) => Err(Error::QueryTimeout {
-                limit_s: limits.timeout.as_secs_f64(),
-            }),
-        }
+        })
+        .await
     }
 
     /// The schema a query from outside would answer with, without running
     /// it; refuses what [`Lake::query_read_only`] refuses.
     pub async fn schema_read_only(&self, sql: &str, limits: QueryLimits) -> Result<SchemaRef> {
-        let plan = async {
+        within(limits, async {
             let frame = self.plan_read_only(sql, limits).await?;
             Ok(std::sync::Arc::new(frame.schema().as_arrow().clone()))
-        };
-        match tokio::time::timeout(limits.timeout, plan).await {
-            Ok(schema) => schema,
-            Err(_) => Err(Error::QueryTimeout {
-                limit_s: limits.timeout.as_secs_f64(),
-            }),
-        }
+        })
+        .await
     }
 
     /// Parses and plans a query from outside in a session of its own whose
@@ -155,6 +145,16 @@ impl Lake {
             .with_allow_dml(false)
             .with_allow_statements(false);
         Ok(ctx.sql_with_options(sql, options).await?)
+    }
+}
+
+/// `work`, stopped with [`Error::QueryTimeout`] at `limits.timeout`.
+async fn within<T>(limits: QueryLimits, work: impl Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout(limits.timeout, work).await {
+        Ok(done) => done,
+        Err(_) => Err(Error::QueryTimeout {
+            limit_s: limits.timeout.as_secs_f64(),
+        }),
     }
 }
 

@@ -5,9 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use hexroad_lake::arrow::array::{Array, AsArray, RecordBatch};
-use hexroad_lake::arrow::datatypes::{
-    DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType, UInt64Type,
-};
+use hexroad_lake::arrow::datatypes::DataType;
+use hexroad_lake::columns;
 use hexroad_lake::datafusion::prelude::SessionContext;
 
 use crate::allocate::{CellInput, Claim, Split, split};
@@ -78,61 +77,41 @@ async fn query(ctx: &SessionContext, what: &'static str, sql: &str) -> Result<Ve
         .map_err(|source| Error::Query { what, source })
 }
 
+/// The answer to `what` had a column it could not be read from.
+fn answer<T>(what: &'static str, read: hexroad_lake::Result<T>) -> Result<T> {
+    read.map_err(|e| Error::Answer {
+        what,
+        detail: e.full_message(),
+    })
+}
+
 fn col(
     b: &RecordBatch,
     what: &'static str,
     name: &str,
     to: &DataType,
 ) -> Result<std::sync::Arc<dyn Array>> {
-    let c = b.column_by_name(name).ok_or_else(|| Error::Answer {
-        what,
-        detail: format!("no column {name}"),
-    })?;
-    hexroad_lake::arrow::compute::cast(c, to).map_err(|e| Error::Answer {
-        what,
-        detail: format!("{name}: {e}"),
-    })
+    answer(what, columns::column(b, name, to))
 }
 
 fn strings(b: &RecordBatch, what: &'static str, name: &str) -> Result<Vec<String>> {
-    let c = col(b, what, name, &DataType::Utf8)?;
-    Ok(c.as_string::<i32>()
-        .iter()
-        .map(|s| s.unwrap_or_default().to_owned())
-        .collect())
+    answer(what, columns::strings(b, name))
 }
 
 fn u64s(b: &RecordBatch, what: &'static str, name: &str) -> Result<Vec<u64>> {
-    Ok(col(b, what, name, &DataType::UInt64)?
-        .as_primitive::<UInt64Type>()
-        .values()
-        .to_vec())
+    answer(what, columns::u64s(b, name))
 }
 
 fn i64s(b: &RecordBatch, what: &'static str, name: &str) -> Result<Vec<i64>> {
-    Ok(col(b, what, name, &DataType::Int64)?
-        .as_primitive::<Int64Type>()
-        .values()
-        .to_vec())
+    answer(what, columns::i64s(b, name))
 }
 
 fn f64s(b: &RecordBatch, what: &'static str, name: &str) -> Result<Vec<f64>> {
-    Ok(col(b, what, name, &DataType::Float64)?
-        .as_primitive::<Float64Type>()
-        .values()
-        .to_vec())
+    answer(what, columns::f64s(b, name))
 }
 
 fn micros(b: &RecordBatch, what: &'static str, name: &str) -> Result<Vec<i64>> {
-    Ok(col(
-        b,
-        what,
-        name,
-        &DataType::Timestamp(TimeUnit::Microsecond, None),
-    )?
-    .as_primitive::<TimestampMicrosecondType>()
-    .values()
-    .to_vec())
+    answer(what, columns::micros(b, name))
 }
 
 fn ts_sql(t: DateTime<Utc>) -> String {

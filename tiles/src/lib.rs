@@ -16,10 +16,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use h3o::{CellIndex, Resolution};
-use hexroad_lake::arrow::array::{Array, AsArray, RecordBatch};
-use hexroad_lake::arrow::datatypes::{
-    DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType, UInt64Type,
-};
+use hexroad_lake::arrow::array::Array;
+use hexroad_lake::columns::{f64s, i64s, strings, times, u64s};
 use hexroad_lake::datafusion::prelude::SessionContext;
 use hexroad_lake::object_store::ObjectStoreExt;
 use hexroad_lake::{Lake, QueryOutput};
@@ -121,8 +119,6 @@ pub enum Error {
     },
     #[error(transparent)]
     Lake(#[from] hexroad_lake::Error),
-    #[error("reading the answer: {0}")]
-    Answer(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -159,6 +155,9 @@ pub struct Tiles {
     /// Image keys of the frames drawn lately, so opening one from the map
     /// needs no scan of `frames`.
     images: Mutex<HashMap<String, String>>,
+    /// The published frames' bounds and the cache generation they were
+    /// read at: the map asks every few seconds, frames land far less often.
+    bounds: tokio::sync::Mutex<Option<(u64, Option<[f64; 4]>)>>,
 }
 
 /// Frame image keys remembered before the map of them is cleared.
@@ -179,6 +178,7 @@ impl Tiles {
             }),
             session: tokio::sync::Mutex::new(None),
             images: Mutex::new(HashMap::new()),
+            bounds: tokio::sync::Mutex::new(None),
         };
         let processed = tiles.processed_uploads().await?;
         tiles.lock().seen_uploads = processed;
@@ -241,8 +241,21 @@ impl Tiles {
     }
 
     /// West, south, east, north of every published frame; `None` when
-    /// nothing is published yet.
+    /// nothing is published yet. Read again only after new frames land.
     pub async fn data_bounds(&self) -> Result<Option<[f64; 4]>> {
+        let generation = self.version();
+        let mut held = self.bounds.lock().await;
+        if let Some((read_at, bounds)) = *held
+            && read_at == generation
+        {
+            return Ok(bounds);
+        }
+        let bounds = self.read_bounds().await?;
+        *held = Some((generation, bounds));
+        Ok(bounds)
+    }
+
+    async fn read_bounds(&self) -> Result<Option<[f64; 4]>> {
         let out = self
             .lake
             .query(
@@ -507,21 +520,12 @@ impl Tiles {
             .map(|u| format!("'{}'", u.replace('\'', "''")))
             .collect::<Vec<_>>()
             .join(", ");
-        let out = self
-            .lake
-            .query(&format!(
+        let cells = self
+            .cells(&format!(
                 "SELECT DISTINCT cell FROM frames \
                  WHERE image_key IS NOT NULL AND upload_id IN ({list})"
             ))
             .await?;
-        let mut cells = Vec::new();
-        for b in &out.batches {
-            cells.extend(
-                u64s(b, "cell")?
-                    .into_iter()
-                    .filter_map(|c| CellIndex::try_from(c).ok()),
-            );
-        }
         let stale = self.tiles_touched(&cells);
         // A fresh snapshot first, so no render after this sees the old one.
         *self.session.lock().await = None;
@@ -541,53 +545,29 @@ impl Tiles {
     /// its point (with the buffer) falls in.
     pub fn tiles_touched(&self, cells: &[CellIndex]) -> HashSet<TileId> {
         let mut out = HashSet::new();
-        let pad = f64::from(BUFFER) / f64::from(EXTENT);
         for z in 0..=self.config.maxzoom {
             let res = Resolution::try_from(self.config.resolution(z)).unwrap_or(Resolution::Zero);
             let parents: HashSet<CellIndex> = cells.iter().filter_map(|c| c.parent(res)).collect();
-            let n = f64::from(1u32 << z);
-            let mut add_box = |pts: &mut dyn Iterator<Item = (f64, f64)>| {
-                let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
-                for (lat, lon) in pts {
-                    let (x, y) = mercator::world(lat, lon);
-                    x0 = x0.min(x * n);
-                    y0 = y0.min(y * n);
-                    x1 = x1.max(x * n);
-                    y1 = y1.max(y * n);
-                }
-                let span = |a: f64, b: f64| {
-                    let lo = ((a - pad).floor().max(0.0)) as u32;
-                    let hi = ((b + pad).floor().min(n - 1.0)) as u32;
-                    lo..=hi
-                };
-                for x in span(x0, x1) {
-                    for y in span(y0, y1) {
-                        out.insert(TileId { z, x, y });
-                    }
-                }
-            };
             for p in &parents {
-                add_box(&mut p.boundary().iter().map(|ll| (ll.lat(), ll.lng())));
+                tiles_reached(
+                    &mut out,
+                    z,
+                    p.boundary().iter().map(|ll| (ll.lat(), ll.lng())),
+                );
             }
             if z >= self.config.frames_minzoom {
                 for c in cells {
                     let ll = h3o::LatLng::from(*c);
-                    add_box(&mut std::iter::once((ll.lat(), ll.lng())));
+                    tiles_reached(&mut out, z, std::iter::once((ll.lat(), ll.lng())));
                 }
             }
         }
         out
     }
 
-    /// The tiles with any content: those every published frame touches
-    /// (coverage and frames) and, from `tracks_minzoom`, those every
-    /// accepted GNSS fix falls in (with the buffer), from `minzoom` to
-    /// `maxzoom`.
-    pub async fn tiles_with_content(&self, minzoom: u8, maxzoom: u8) -> Result<Vec<TileId>> {
-        let out = self
-            .lake
-            .query("SELECT DISTINCT cell FROM frames WHERE image_key IS NOT NULL")
-            .await?;
+    /// The H3 cells a `SELECT DISTINCT cell …` answers.
+    async fn cells(&self, sql: &str) -> Result<Vec<CellIndex>> {
+        let out = self.lake.query(sql).await?;
         let mut cells = Vec::new();
         for b in &out.batches {
             cells.extend(
@@ -596,35 +576,28 @@ impl Tiles {
                     .filter_map(|c| CellIndex::try_from(c).ok()),
             );
         }
-        let mut all = self.tiles_touched(&cells);
-        let out = self
-            .lake
-            .query(
+        Ok(cells)
+    }
+
+    /// The tiles with any content: those every published frame touches
+    /// (coverage and frames) and, from `tracks_minzoom`, those every
+    /// accepted GNSS fix falls in (with the buffer), from `minzoom` to
+    /// `maxzoom`.
+    pub async fn tiles_with_content(&self, minzoom: u8, maxzoom: u8) -> Result<Vec<TileId>> {
+        let frames = self
+            .cells("SELECT DISTINCT cell FROM frames WHERE image_key IS NOT NULL")
+            .await?;
+        let mut all = self.tiles_touched(&frames);
+        let fixes = self
+            .cells(
                 "SELECT DISTINCT cell FROM gnss WHERE upload_id IN \
                  (SELECT upload_id FROM uploads WHERE status = 'accepted')",
             )
             .await?;
-        let pad = f64::from(BUFFER) / f64::from(EXTENT);
-        for b in &out.batches {
-            for c in u64s(b, "cell")?
-                .into_iter()
-                .filter_map(|c| CellIndex::try_from(c).ok())
-            {
-                let ll = h3o::LatLng::from(c);
-                let (x, y) = mercator::world(ll.lat(), ll.lng());
-                for z in self.config.tracks_minzoom..=self.config.maxzoom {
-                    let n = f64::from(1u32 << z);
-                    let span = |v: f64| {
-                        let lo = ((v * n - pad).floor().max(0.0)) as u32;
-                        let hi = ((v * n + pad).floor().min(n - 1.0)) as u32;
-                        lo..=hi
-                    };
-                    for tx in span(x) {
-                        for ty in span(y) {
-                            all.insert(TileId { z, x: tx, y: ty });
-                        }
-                    }
-                }
+        for c in fixes {
+            let ll = h3o::LatLng::from(c);
+            for z in self.config.tracks_minzoom..=self.config.maxzoom {
+                tiles_reached(&mut all, z, std::iter::once((ll.lat(), ll.lng())));
             }
         }
         let mut tiles: Vec<TileId> = all
@@ -647,6 +620,34 @@ impl Tiles {
                 Ok(n) => tracing::debug!(tiles = n, "new frames: cached tiles forgotten"),
                 Err(e) => tracing::warn!(error = %e, "tile cache refresh"),
             }
+        }
+    }
+}
+
+/// Adds the tiles at zoom `z` that the bounding box of `points` (lat, lon),
+/// padded by the tile buffer, reaches.
+fn tiles_reached(out: &mut HashSet<TileId>, z: u8, points: impl Iterator<Item = (f64, f64)>) {
+    let n = f64::from(1u32 << z);
+    let pad = f64::from(BUFFER) / f64::from(EXTENT);
+    let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
+    for (lat, lon) in points {
+        let (x, y) = mercator::world(lat, lon);
+        x0 = x0.min(x * n);
+        y0 = y0.min(y * n);
+        x1 = x1.max(x * n);
+        y1 = y1.max(y * n);
+    }
+    if x0 > x1 {
+        return;
+    }
+    let span = |a: f64, b: f64| {
+        let lo = ((a - pad).floor().max(0.0)) as u32;
+        let hi = ((b + pad).floor().min(n - 1.0)) as u32;
+        lo..=hi
+    };
+    for x in span(x0, x1) {
+        for y in span(y0, y1) {
+            out.insert(TileId { z, x, y });
         }
     }
 }
@@ -688,46 +689,6 @@ pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
     // Writing to a Vec cannot fail.
     let _ = enc.write_all(bytes);
     enc.finish().unwrap_or_default()
-}
-
-/// A column of an answer, cast to `to`.
-fn column(b: &RecordBatch, name: &str, to: &DataType) -> Result<Arc<dyn Array>> {
-    let c = b
-        .column_by_name(name)
-        .ok_or_else(|| Error::Answer(format!("no column {name}")))?;
-    hexroad_lake::arrow::compute::cast(c, to).map_err(|e| Error::Answer(format!("{name}: {e}")))
-}
-
-fn u64s(b: &RecordBatch, name: &str) -> Result<Vec<u64>> {
-    let c = column(b, name, &DataType::UInt64)?;
-    Ok(c.as_primitive::<UInt64Type>().values().to_vec())
-}
-
-fn i64s(b: &RecordBatch, name: &str) -> Result<Vec<i64>> {
-    let c = column(b, name, &DataType::Int64)?;
-    Ok(c.as_primitive::<Int64Type>().values().to_vec())
-}
-
-fn f64s(b: &RecordBatch, name: &str) -> Result<Vec<f64>> {
-    let c = column(b, name, &DataType::Float64)?;
-    Ok(c.as_primitive::<Float64Type>().values().to_vec())
-}
-
-fn strings(b: &RecordBatch, name: &str) -> Result<Vec<String>> {
-    let c = column(b, name, &DataType::Utf8)?;
-    Ok(c.as_string::<i32>()
-        .iter()
-        .map(|s| s.unwrap_or_default().to_owned())
-        .collect())
-}
-
-fn times(b: &RecordBatch, name: &str) -> Result<Vec<DateTime<Utc>>> {
-    let c = column(b, name, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-    Ok(c.as_primitive::<TimestampMicrosecondType>()
-        .values()
-        .iter()
-        .map(|&us| DateTime::from_timestamp_micros(us).unwrap_or_default())
-        .collect())
 }
 
 /// The anonymized JPEG of a published frame; `None` when no published frame
