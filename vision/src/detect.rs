@@ -1,4 +1,4 @@
-//! Configured object detectors run with ONNX Runtime: faces now, plates next.
+//! Configured object detectors run with ONNX Runtime: faces and licence plates.
 //!
 //! A detector is data, not code: a model file, how to decode its outputs, the
 //! input size, a threshold, and what to do with each class. A new model that
@@ -28,7 +28,7 @@ pub enum DecoderKind {
     Yolo,
 }
 
-/// The size the model sees: `"full"` or `{ width = W, height = H }`.
+/// The size the model sees: `"full"`, `{ width = W }` or `{ width = W, height = H }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(try_from = "InputRepr", into = "InputRepr")]
 pub enum InputSize {
@@ -37,6 +37,12 @@ pub enum InputSize {
     Full,
     /// A fixed size (letterboxed for YOLO, stretched for CenterFace).
     Fixed { width: u32, height: u32 },
+    /// The frame scaled to this width, its height following the frame's
+    /// aspect (rounded up to a multiple of 32): a model trained at one scale
+    /// sees plates the same size whatever the camera's resolution, and no
+    /// compute goes on letterbox padding. A small frame is enlarged at most
+    /// twice.
+    Width { width: u32 },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -44,6 +50,7 @@ pub enum InputSize {
 enum InputRepr {
     Word(String),
     Fixed { width: u32, height: u32 },
+    Width { width: u32 },
 }
 
 impl TryFrom<InputRepr> for InputSize {
@@ -61,6 +68,12 @@ impl TryFrom<InputRepr> for InputSize {
             InputRepr::Fixed { width, height } => {
                 Err(format!("input {width}x{height} is too small (32 at least)"))
             }
+            InputRepr::Width { width } if (32..=8192).contains(&width) => Ok(Self::Width {
+                width: width.div_ceil(32) * 32,
+            }),
+            InputRepr::Width { width } => {
+                Err(format!("input width {width} is not within 32..=8192"))
+            }
         }
     }
 }
@@ -70,6 +83,7 @@ impl From<InputSize> for InputRepr {
         match s {
             InputSize::Full => Self::Word("full".into()),
             InputSize::Fixed { width, height } => Self::Fixed { width, height },
+            InputSize::Width { width } => Self::Width { width },
         }
     }
 }
@@ -121,6 +135,14 @@ pub struct DetectorConfig {
     /// Overlap above which two boxes of a class are one (non-maximum suppression).
     #[serde(default = "default_nms")]
     pub nms_iou: f32,
+    /// This detector's own `[vision.mask]` `mask_scale`: plate boxes are
+    /// tight, faces' are not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_scale: Option<f32>,
+    /// This detector's own `[vision.mask]` `ellipse`: a plate is a rectangle,
+    /// and an ellipse inside its box would leave its corner characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ellipse: Option<bool>,
 }
 
 fn default_nms() -> f32 {
@@ -140,6 +162,36 @@ impl DetectorConfig {
             provider: Provider::Cpu,
             threads: None,
             nms_iou: 0.3,
+            mask_scale: None,
+            ellipse: None,
+        }
+    }
+
+    /// The licence-plate detector the set-up converts from the `fastanpr`
+    /// wheel (YOLOv8n, one class), tuned for recall on dashcam frames: the
+    /// frame scaled to 1152 px wide, a low threshold, and whole boxes hidden.
+    pub fn plates(model: impl Into<PathBuf>) -> Self {
+        Self {
+            name: "plates".into(),
+            model: model.into(),
+            decoder: DecoderKind::Yolo,
+            input: InputSize::Width { width: 1152 },
+            threshold: 0.05,
+            classes: BTreeMap::from([("plate".to_owned(), Action::Blur)]),
+            provider: Provider::Cpu,
+            threads: None,
+            nms_iou: 0.45,
+            mask_scale: Some(1.2),
+            ellipse: Some(false),
+        }
+    }
+
+    /// `[vision.mask]` with this detector's own overrides.
+    pub fn mask(&self, base: &crate::MaskConfig) -> crate::MaskConfig {
+        crate::MaskConfig {
+            mask_scale: self.mask_scale.unwrap_or(base.mask_scale),
+            ellipse: self.ellipse.unwrap_or(base.ellipse),
+            ..*base
         }
     }
 }
@@ -159,6 +211,16 @@ impl DetectorConfig {
         match self.input {
             InputSize::Full => (width.div_ceil(32) * 32, height.div_ceil(32) * 32),
             InputSize::Fixed { width, height } => (width, height),
+            InputSize::Width { width: wanted } => {
+                // Upscaling past twice the frame finds nothing more a person
+                // could read, at four times the cost.
+                let iw = wanted
+                    .min(width.saturating_mul(2).div_ceil(32) * 32)
+                    .max(32);
+                let ih =
+                    (f64::from(height) * f64::from(iw) / f64::from(width.max(1))).ceil() as u32;
+                (iw, ih.max(32).div_ceil(32) * 32)
+            }
         }
     }
 
@@ -258,6 +320,14 @@ impl Detector {
                 config.name
             )));
         }
+        if let Some(m) = config.mask_scale
+            && !(1.0..=4.0).contains(&m)
+        {
+            return Err(model_err(format!(
+                "mask_scale {m} of detector {:?} is not within 1..=4",
+                config.name
+            )));
+        }
         if !(0.0..=1.0).contains(&config.threshold) {
             return Err(model_err(format!(
                 "threshold {} of detector {:?} is not within 0..=1",
@@ -269,7 +339,7 @@ impl Detector {
             hex::encode(sha2::Sha256::digest(&bytes))
         };
         let bytes = match config.input {
-            InputSize::Full => {
+            InputSize::Full | InputSize::Width { .. } => {
                 onnx_shape::with_dynamic_image_size(&bytes).map_err(|e| model_err(e.to_string()))?
             }
             InputSize::Fixed { .. } => bytes,
@@ -341,6 +411,23 @@ impl Detector {
                 config.decoder,
                 output_names.len()
             )));
+        }
+        // A model that cannot be decoded this way is refused now, by name,
+        // not at the first frame.
+        let expected_rank = match config.decoder {
+            DecoderKind::Centerface => 4,
+            DecoderKind::Yolo => 3,
+        };
+        for (output, name) in session.outputs().iter().zip(&output_names).take(wanted) {
+            if let Some(r) = output.dtype().tensor_shape().map(|s| s.len())
+                && r != expected_rank
+            {
+                return Err(model_err(format!(
+                    "detector {:?}: output {name:?} has {r} dimensions; a {:?} decoder reads \
+                     {expected_rank} (is this the right model for the decoder?)",
+                    config.name, config.decoder
+                )));
+            }
         }
         Ok(Self {
             version: format!("{}@{}", config.name, &digest[..12]),
@@ -467,5 +554,49 @@ impl Detector {
             });
         }
         Ok(maps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(toml_text: &str) -> std::result::Result<InputSize, String> {
+        #[derive(Deserialize)]
+        struct Holder {
+            input: InputSize,
+        }
+        toml::from_str::<Holder>(toml_text)
+            .map(|h| h.input)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_width_input_follows_the_frames_aspect_in_multiples_of_32() {
+        let plates = DetectorConfig::plates("plates.onnx");
+        assert_eq!(plates.input_size(1920, 1080), (1152, 672));
+        assert_eq!(plates.input_size(902, 380), (1152, 512));
+        assert_eq!(plates.input_size(518, 331), (1056, 704));
+        assert_eq!(plates.input_size(320, 240), (640, 480));
+        assert_eq!(
+            input("input = { width = 1000 }"),
+            Ok(InputSize::Width { width: 1024 })
+        );
+        assert_eq!(input("input = \"full\""), Ok(InputSize::Full));
+        assert!(
+            input("input = { width = 8 }")
+                .unwrap_err()
+                .contains("not within 32..=8192")
+        );
+        assert!(input("input = \"huge\"").unwrap_err().contains("must be"));
+    }
+
+    #[test]
+    fn a_detector_overrides_only_the_mask_settings_it_names() {
+        let base = crate::MaskConfig::default();
+        let plates = DetectorConfig::plates("plates.onnx").mask(&base);
+        assert_eq!((plates.mask_scale, plates.ellipse), (1.2, false));
+        assert_eq!(plates.mosaic_cells, base.mosaic_cells);
+        assert_eq!(DetectorConfig::centerface("c.onnx").mask(&base), base);
     }
 }

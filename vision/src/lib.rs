@@ -107,10 +107,16 @@ impl Anonymizer {
             )));
         }
         let mut detections = Vec::new();
+        let mut found = Vec::with_capacity(self.detectors.len());
         for (d, p) in self.detectors.iter_mut().zip(prepared) {
-            detections.extend(d.detect_prepared(p)?);
+            found.push(d.detect_prepared(p)?);
         }
-        blur::apply(frame, &detections, &self.mask);
+        // Every detector looks at the untouched frame; then each hides its
+        // regions its own way.
+        for (d, boxes) in self.detectors.iter().zip(found) {
+            blur::apply(frame, &boxes, &d.config().mask(&self.mask));
+            detections.extend(boxes);
+        }
         let count = |word: &str| {
             detections
                 .iter()

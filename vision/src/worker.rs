@@ -75,7 +75,10 @@ impl Default for VisionConfig {
         Self {
             enabled: true,
             runtime: PathBuf::from("datasets/libonnxruntime.so"),
-            detectors: vec![DetectorConfig::centerface("datasets/centerface.onnx")],
+            detectors: vec![
+                DetectorConfig::centerface("datasets/centerface.onnx"),
+                DetectorConfig::plates("datasets/plates.onnx"),
+            ],
             mask: MaskConfig::default(),
             sample_distance_m: 3.0,
             still_distance_m: 2.0,

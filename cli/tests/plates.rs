@@ -1,0 +1,255 @@
+//! Licence plates: `hexroad anonymize` on real photographs of vehicles (from
+//! fast-alpr's source distribution on PyPI, fetched by `scripts/setup --test`)
+//! against the plate boxes the project labelled by hand.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+mod common;
+use common::{hexroad, root, succeed};
+
+type Labels = Vec<(String, Vec<[u32; 4]>)>;
+
+fn labels() -> Labels {
+    let text = std::fs::read_to_string(root().join("cli/tests/support/plate_labels.json")).unwrap();
+    let json: Value = serde_json::from_str(&text).unwrap();
+    json["images"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, boxes)| {
+            let boxes = boxes
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| {
+                    let v: Vec<u32> = b
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|n| n.as_u64().unwrap() as u32)
+                        .collect();
+                    [v[0], v[1], v[2], v[3]]
+                })
+                .collect();
+            (name.clone(), boxes)
+        })
+        .collect()
+}
+
+/// The labelled photographs, copied into a fresh input folder.
+fn photographs(labels: &Labels, into: &Path) {
+    let source = root().join("datasets/plate-photos");
+    std::fs::create_dir_all(into).unwrap();
+    for (name, _) in labels {
+        let from = source.join(name);
+        assert!(
+            from.exists(),
+            "{} is missing: run scripts/setup --test",
+            from.display()
+        );
+        std::fs::copy(&from, into.join(name)).unwrap();
+    }
+}
+
+/// Mean absolute difference between neighbouring pixels (both ways) in a box:
+/// what makes characters readable.
+fn detail(img: &image::RgbImage, b: [u32; 4]) -> f64 {
+    let (mut sum, mut n) = (0.0f64, 0.0f64);
+    for y in b[1]..b[3].min(img.height()) - 1 {
+        for x in b[0]..b[2].min(img.width()) - 1 {
+            let p = img.get_pixel(x, y);
+            for q in [img.get_pixel(x + 1, y), img.get_pixel(x, y + 1)] {
+                for c in 0..3 {
+                    sum += (f64::from(p[c]) - f64::from(q[c])).abs();
+                }
+                n += 3.0;
+            }
+        }
+    }
+    sum / n.max(1.0)
+}
+
+/// For every labelled plate: its detail before and after.
+fn plate_detail(labels: &Labels, input: &Path, output: &Path) -> Vec<(String, [u32; 4], f64, f64)> {
+    let mut out = Vec::new();
+    for (name, boxes) in labels {
+        let before = image::open(input.join(name)).unwrap().to_rgb8();
+        let after = image::open(output.join(name)).unwrap().to_rgb8();
+        assert_eq!(
+            before.dimensions(),
+            after.dimensions(),
+            "{name} keeps its size"
+        );
+        for &b in boxes {
+            out.push((name.clone(), b, detail(&before, b), detail(&after, b)));
+        }
+    }
+    out
+}
+
+fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("hexroad.toml");
+    let root = root();
+    let text = body
+        .replace(
+            "@RUNTIME@",
+            &root
+                .join("datasets/libonnxruntime.so")
+                .display()
+                .to_string(),
+        )
+        .replace("@DATASETS@", &root.join("datasets").display().to_string());
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn every_labelled_plate_in_real_street_photographs_is_blurred() {
+    let labels = labels();
+    let plates: usize = labels.iter().map(|(_, b)| b.len()).sum();
+    assert!(plates >= 30, "the labels hold {plates} plates");
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    photographs(&labels, &input);
+
+    // The shipped defaults: faces and plates.
+    let boxes = dir.path().join("boxes.jsonl");
+    succeed(
+        hexroad(&["anonymize", "-o"])
+            .arg(&output)
+            .arg("--boxes")
+            .arg(&boxes)
+            .arg(&input),
+    );
+    let mut readable = Vec::new();
+    for (name, b, before, after) in plate_detail(&labels, &input, &output) {
+        assert!(
+            before > 4.0,
+            "{name} {b:?}: the labelled plate has detail ({before:.1})"
+        );
+        if after > 0.35 * before {
+            readable.push(format!("{name} {b:?}: detail {before:.1} -> {after:.1}"));
+        }
+    }
+    assert!(
+        readable.is_empty(),
+        "plates left readable:\n{}",
+        readable.join("\n")
+    );
+
+    // Blurring plates is not blurring the street: most pixels are untouched.
+    for (name, _) in &labels {
+        let before = image::open(input.join(name)).unwrap().to_rgb8();
+        let after = image::open(output.join(name)).unwrap().to_rgb8();
+        let changed = before
+            .pixels()
+            .zip(after.pixels())
+            .filter(|(a, b)| a != b)
+            .count();
+        let share = changed as f64 / f64::from(before.width() * before.height());
+        assert!(
+            share < 0.2,
+            "{name}: {:.0} % of the pixels changed",
+            share * 100.0
+        );
+    }
+    // Each plate came from the plate detector, as a whole rectangle.
+    let detections: Vec<Value> = std::fs::read_to_string(&boxes)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let plate_boxes = detections.iter().filter(|d| d["class"] == "plate").count();
+    assert!(
+        plate_boxes >= plates,
+        "{plate_boxes} plate detections for {plates} labelled plates"
+    );
+    assert!(
+        detections
+            .iter()
+            .all(|d| d["class"] != "plate" || d["detector"] == "plates")
+    );
+}
+
+#[test]
+fn faces_alone_leave_the_plates_readable() {
+    // The same check on a configuration without the plate detector must fail
+    // for most plates: the test above measures the plate detector, not luck.
+    let labels = labels();
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    photographs(&labels, &input);
+    let config = write_config(
+        dir.path(),
+        r#"
+[vision]
+runtime = "@RUNTIME@"
+[[vision.detectors]]
+name = "faces"
+model = "@DATASETS@/centerface.onnx"
+decoder = "centerface"
+threshold = 0.2
+[vision.detectors.classes]
+face = "blur"
+"#,
+    );
+    succeed(
+        hexroad(&["anonymize", "--config"])
+            .arg(&config)
+            .arg("-o")
+            .arg(&output)
+            .arg(&input),
+    );
+    let all = plate_detail(&labels, &input, &output);
+    let readable = all
+        .iter()
+        .filter(|(_, _, before, after)| *after > 0.9 * before)
+        .count();
+    assert!(
+        readable * 10 >= all.len() * 9,
+        "only {readable} of {} plates kept their detail without the plate detector",
+        all.len()
+    );
+}
+
+#[test]
+fn a_plate_model_that_is_not_yolo_is_refused_with_its_name() {
+    // A detector pointed at the wrong model fails loudly, and nothing is written.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    photographs(&vec![("test_image.png".to_owned(), vec![])], &input);
+    let config = write_config(
+        dir.path(),
+        r#"
+[vision]
+runtime = "@RUNTIME@"
+[[vision.detectors]]
+name = "plates"
+model = "@DATASETS@/centerface.onnx"
+decoder = "yolo"
+input = { width = 640 }
+threshold = 0.05
+[vision.detectors.classes]
+plate = "blur"
+"#,
+    );
+    let output = dir.path().join("out");
+    let out = hexroad(&["anonymize", "--config"])
+        .arg(&config)
+        .arg("-o")
+        .arg(&output)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("detector \"plates\"")
+            && stderr.contains("centerface.onnx")
+            && stderr.contains("Yolo decoder"),
+        "{stderr}"
+    );
+    assert!(!output.join("test_image.png").exists());
+}
