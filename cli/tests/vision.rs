@@ -260,6 +260,15 @@ fn serve_publishes_frames_but_not_for_stops_or_copied_drives() {
         "SELECT count(*) AS n FROM frames WHERE image_key IS NOT NULL",
     );
     assert!(published > 20, "{published}");
+    // Every published frame went through both default detectors.
+    assert_eq!(
+        sql_u64(
+            &data,
+            "SELECT count(*) AS n FROM frames WHERE image_key IS NOT NULL \
+             AND (model_versions NOT LIKE 'faces@%' OR model_versions NOT LIKE '%,plates@%')"
+        ),
+        0
+    );
     assert_eq!(
         sql_u64(
             &data,
