@@ -90,7 +90,10 @@ class CheckpointUnpickler(pickle.Unpickler):
 
 class Checkpoint:
     def __init__(self, path):
-        self.zip = zipfile.ZipFile(path)
+        try:
+            self.zip = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise SystemExit(f"{path}: not a PyTorch zip checkpoint ({e})")
         pickles = [n for n in self.zip.namelist() if n.endswith("/data.pkl")]
         if len(pickles) != 1:
             raise SystemExit(f"{path}: not a PyTorch zip checkpoint (no single data.pkl)")
@@ -98,8 +101,11 @@ class Checkpoint:
         byteorder = self.prefix + "byteorder"
         if byteorder in self.zip.namelist() and self.zip.read(byteorder) != b"little":
             raise SystemExit(f"{path}: big-endian checkpoints are not supported")
-        with self.zip.open(pickles[0]) as f:
-            self.root = CheckpointUnpickler(f).load()
+        try:
+            with self.zip.open(pickles[0]) as f:
+                self.root = CheckpointUnpickler(f).load()
+        except Exception as e:  # a damaged pickle can fail in many ways
+            raise SystemExit(f"{path}: cannot read the checkpoint's pickle ({type(e).__name__}: {e})")
 
     def values(self, t):
         """A tensor's values as a flat list of floats (row-major)."""

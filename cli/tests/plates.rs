@@ -253,3 +253,46 @@ plate = "blur"
     );
     assert!(!output.join("test_image.png").exists());
 }
+
+#[test]
+fn the_model_converter_runs_no_code_from_a_checkpoint_and_refuses_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("pwned");
+    // A "checkpoint" whose pickle would run a shell command if unpickled
+    // normally, and one that is not a checkpoint at all.
+    let made = std::process::Command::new(common::python())
+        .arg("-c")
+        .arg(
+            r#"
+import os, pickle, sys, zipfile
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch " + sys.argv[1],))
+with zipfile.ZipFile(sys.argv[2], "w") as z:
+    z.writestr("best/data.pkl", pickle.dumps({"model": Evil()}))
+open(sys.argv[3], "wb").write(b"PK\x03\x04 truncated")
+"#,
+        )
+        .arg(&marker)
+        .arg(dir.path().join("evil.pt"))
+        .arg(dir.path().join("truncated.pt"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for (file, message) in [
+        ("evil.pt", "no YOLO DetectionModel inside"),
+        ("truncated.pt", "not a PyTorch zip checkpoint"),
+    ] {
+        let out = std::process::Command::new("python3")
+            .arg(root().join("scripts/yolov8_to_onnx.py"))
+            .arg(dir.path().join(file))
+            .arg(dir.path().join("out.onnx"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{file}: {stderr}");
+        assert!(stderr.contains(message), "{file}: {stderr}");
+        assert!(!dir.path().join("out.onnx").exists(), "{file}");
+    }
+    assert!(!marker.exists(), "the checkpoint's pickle ran a command");
+}
