@@ -296,3 +296,62 @@ open(sys.argv[3], "wb").write(b"PK\x03\x04 truncated")
     }
     assert!(!marker.exists(), "the checkpoint's pickle ran a command");
 }
+
+fn decode_all(path: &Path) -> Vec<image::RgbImage> {
+    use hexroad_vision::video::{Flow, decode};
+    let mut frames = Vec::new();
+    decode(path, |picture| {
+        frames.push(picture.to_rgb()?);
+        Ok(Flow::Continue)
+    })
+    .unwrap();
+    frames
+}
+
+#[test]
+fn plates_in_dashcam_video_are_blurred_in_every_frame() {
+    // The dashcam frames as H.264 video, the way footage arrives: compressed,
+    // one plate moving across several frames.
+    let labels = labels();
+    let frames: Vec<(String, Vec<[u32; 4]>)> = labels
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("alpr-"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir_all(&input).unwrap();
+    let video = input.join("dashcam.mp4");
+    let source = root().join("datasets/plate-photos");
+    let first = image::open(source.join(&frames[0].0)).unwrap().to_rgb8();
+    let mut writer =
+        hexroad_vision::video::Mp4Writer::create(&video, first.width(), first.height(), (10, 1))
+            .unwrap();
+    for (name, _) in &frames {
+        writer
+            .push(image::open(source.join(name)).unwrap().to_rgb8())
+            .unwrap();
+    }
+    writer.finish().unwrap();
+
+    succeed(hexroad(&["anonymize", "-o"]).arg(&output).arg(&input));
+    let before = decode_all(&video);
+    let after = decode_all(&output.join("dashcam.mp4"));
+    assert_eq!(before.len(), frames.len());
+    assert_eq!(after.len(), frames.len(), "every frame comes out");
+    let mut readable = Vec::new();
+    for (i, (name, boxes)) in frames.iter().enumerate() {
+        for &b in boxes {
+            let (d0, d1) = (detail(&before[i], b), detail(&after[i], b));
+            if d1 > 0.35 * d0 {
+                readable.push(format!(
+                    "frame {i} ({name}) {b:?}: detail {d0:.1} -> {d1:.1}"
+                ));
+            }
+        }
+    }
+    assert!(
+        readable.is_empty(),
+        "plates left readable:\n{}",
+        readable.join("\n")
+    );
+}
