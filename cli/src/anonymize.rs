@@ -82,11 +82,22 @@ pub async fn run(args: Args) -> Result<()> {
             use std::io::Write;
             b.flush().context("writing --boxes")?;
         }
+        let per_detector = summary
+            .per_detector
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         println!(
-            "{} files, {} frames, {} regions hidden → {}",
+            "{} files, {} frames, {} regions found ({}) → {}",
             summary.files,
             summary.frames,
             summary.regions,
+            if per_detector.is_empty() {
+                "none"
+            } else {
+                per_detector.as_str()
+            },
             args.output.display()
         );
         Ok(())

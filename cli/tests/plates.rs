@@ -116,12 +116,17 @@ fn every_labelled_plate_in_real_street_photographs_is_blurred() {
 
     // The shipped defaults: faces and plates.
     let boxes = dir.path().join("boxes.jsonl");
-    succeed(
+    let run = succeed(
         hexroad(&["anonymize", "-o"])
             .arg(&output)
             .arg("--boxes")
             .arg(&boxes)
             .arg(&input),
+    );
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        said.contains("12 files") && said.contains(", plates "),
+        "{said}"
     );
     let mut readable = Vec::new();
     for (name, b, before, after) in plate_detail(&labels, &input, &output) {

@@ -29,11 +29,14 @@ struct BoxLine<'a> {
 }
 
 /// What a run did.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Summary {
     pub files: u64,
     pub frames: u64,
+    /// Regions found, every detector together.
     pub regions: u64,
+    /// Regions found by each detector, by its name.
+    pub per_detector: std::collections::BTreeMap<String, u64>,
 }
 
 fn ext(path: &Path) -> String {
@@ -101,6 +104,9 @@ pub fn run(
         let label = input.to_string_lossy().to_string();
         let mut on_frame = |frame: u64, detections: &[crate::Detection]| -> Result<()> {
             summary.regions += detections.len() as u64;
+            for d in detections {
+                *summary.per_detector.entry(d.detector.clone()).or_default() += 1;
+            }
             if let Some(w) = boxes.as_deref_mut() {
                 for d in detections {
                     let line = BoxLine {
