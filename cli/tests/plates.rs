@@ -360,3 +360,38 @@ fn plates_in_dashcam_video_are_blurred_in_every_frame() {
         readable.join("\n")
     );
 }
+
+#[test]
+fn the_converted_plate_model_passes_the_onnx_reference_checker() {
+    // The converter writes ONNX's protobuf by hand; the `onnx` package's own
+    // checker (with shape inference) is the independent judge of the result.
+    let model = root().join("datasets/plates.onnx");
+    assert!(model.exists(), "run scripts/setup");
+    let out = std::process::Command::new(common::python())
+        .arg("-c")
+        .arg(
+            r#"
+import sys, onnx
+m = onnx.load(sys.argv[1])
+onnx.checker.check_model(m, full_check=True)
+out = m.graph.output[0]
+dims = [d.dim_value or d.dim_param for d in out.type.tensor_type.shape.dim]
+meta = {p.key: p.value for p in m.metadata_props}
+print(out.name, dims, meta["names"], meta["source"])
+"#,
+        )
+        .arg(&model)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.starts_with("output0 [1, 5, 'anchors']"), "{said}");
+    assert!(
+        said.contains("License_Plate") && said.contains("fastanpr 0.1.13"),
+        "{said}"
+    );
+}
