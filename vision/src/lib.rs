@@ -106,14 +106,12 @@ impl Anonymizer {
                 self.detectors.len()
             )));
         }
+        // The inputs were prepared from the untouched frame, so hiding one
+        // detector's regions cannot hide anything from the next; each hides
+        // its regions its own way.
         let mut detections = Vec::new();
-        let mut found = Vec::with_capacity(self.detectors.len());
         for (d, p) in self.detectors.iter_mut().zip(prepared) {
-            found.push(d.detect_prepared(p)?);
-        }
-        // Every detector looks at the untouched frame; then each hides its
-        // regions its own way.
-        for (d, boxes) in self.detectors.iter().zip(found) {
+            let boxes = d.detect_prepared(p)?;
             blur::apply(frame, &boxes, &d.config().mask(&self.mask));
             detections.extend(boxes);
         }

@@ -157,3 +157,44 @@ pub fn sql_u64(data: &Path, query: &str) -> u64 {
         .as_u64()
         .unwrap()
 }
+
+/// Every line of a JSON-lines file (`hexroad anonymize --boxes`).
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// An image `hexroad anonymize` read and the one it wrote, which must be the
+/// same size.
+pub fn before_after(input: &Path, output: &Path, name: &str) -> (image::RgbImage, image::RgbImage) {
+    let before = image::open(input.join(name)).unwrap().to_rgb8();
+    let after = image::open(output.join(name)).unwrap().to_rgb8();
+    assert_eq!(
+        before.dimensions(),
+        after.dimensions(),
+        "{name} keeps its size"
+    );
+    (before, after)
+}
+
+/// Mean absolute difference between neighbouring pixels (both ways) in the
+/// box `[x1, y1, x2, y2]`: what makes a face or a plate's characters
+/// recognisable, and what blurring takes away.
+pub fn detail(img: &image::RgbImage, b: [u32; 4]) -> f64 {
+    let (mut sum, mut n) = (0.0f64, 0.0f64);
+    for y in b[1]..b[3].min(img.height()) - 1 {
+        for x in b[0]..b[2].min(img.width()) - 1 {
+            let p = img.get_pixel(x, y);
+            for q in [img.get_pixel(x + 1, y), img.get_pixel(x, y + 1)] {
+                for c in 0..3 {
+                    sum += (f64::from(p[c]) - f64::from(q[c])).abs();
+                }
+                n += 3.0;
+            }
+        }
+    }
+    sum / n.max(1.0)
+}
