@@ -23,6 +23,7 @@ pub struct Args {
 }
 
 /// The largest resident set of any waited-for child, in bytes.
+#[expect(unsafe_code, reason = "getrusage is only reachable through libc")]
 fn children_peak_rss() -> u64 {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage fills the struct it is given; RUSAGE_CHILDREN is valid.

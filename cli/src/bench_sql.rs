@@ -11,7 +11,8 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Duration, Utc};
 use hexroad_lake::arrow::array::{Array, AsArray};
 use hexroad_lake::arrow::datatypes::Int64Type;
-use hexroad_lake::{ContributorId, DeviceId, FrameRecord, Lake, QueryLimits, TableName, UploadId};
+use hexroad_lake::{FrameRecord, Lake, QueryLimits, TableName};
+use hexroad_wire::{ContributorId, DeviceId, FrameId, UploadId};
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
@@ -394,20 +395,20 @@ fn contributor_frames(
         let mut heading: f64 = rng.random_range(0.0..360.0);
         for i in 0..len {
             heading = (heading + rng.random_range(-4.0..4.0)).rem_euclid(360.0);
-            let step = 3.0 / hexroad_lake::grid::EARTH_RADIUS_M;
+            let step = 3.0 / hexroad_wire::grid::EARTH_RADIUS_M;
             lat += (step * heading.to_radians().cos()).to_degrees();
             lon += (step * heading.to_radians().sin() / lat.to_radians().cos()).to_degrees();
-            let frame_id = format!("{}-{i:05}", upload.0);
+            let frame_id = FrameId::from_bytes((upload.0.as_u128() ^ i as u128).to_be_bytes());
             let ts = start + Duration::milliseconds(300 * i as i64);
             let duplicate = rng.random_ratio(1, 12);
-            let cell = hexroad_lake::grid::cell_at(lat, lon)
+            let cell = hexroad_wire::grid::cell_at(lat, lon)
                 .map(u64::from)
                 .unwrap_or_default();
             rows.push(FrameRecord {
                 image_key: (!duplicate)
                     .then(|| format!("frames/{}/{frame_id}.jpg", ts.format("%Y/%m/%d"))),
                 dedupe_of: duplicate
-                    .then(|| format!("{}-{i:05}", uuid::Uuid::from_u128(rng.random()))),
+                    .then(|| FrameId::from_bytes(rng.random::<u128>().to_be_bytes())),
                 dedupe_reason: duplicate.then(|| "near_duplicate".to_owned()),
                 frame_id,
                 upload_id: upload,

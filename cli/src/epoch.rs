@@ -94,11 +94,12 @@ async fn compute(args: &EpochArgs) -> Result<(Outcome, Ledger, RewardConfig, Arc
             .await
             .with_context(|| format!("opening data location {}", settings.data))?,
     );
-    let (ctx, versions) = lake
-        .session_as_of(close)
+    let snapshot = lake
+        .snapshot_as_of(close)
         .await
         .with_context(|| format!("reading the tables as of {}", close.to_rfc3339()))?;
-    let outcome = job::run(&ctx, &epoch, &config, &regions).await?;
+    let versions = snapshot.versions().to_vec();
+    let outcome = job::run(&snapshot, &epoch, &config, &regions).await?;
     let ledger = Ledger::new(
         &epoch.id,
         config.budget,

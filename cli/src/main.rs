@@ -13,6 +13,7 @@ mod bench_vision;
 mod epoch;
 mod serve;
 mod settings;
+mod shutdown;
 mod sim;
 mod sql;
 mod tiles;

@@ -41,12 +41,11 @@ pub async fn run(args: Args) -> Result<()> {
             .with_context(|| format!("opening data location {}", settings.data))?,
     );
     let state = Ingest::open(Arc::clone(&lake), settings.ingest.clone(), system_clock()).await?;
-    let (stop_vision, vision_stopped) = tokio::sync::watch::channel(false);
+    // One signal stops everything: the HTTP server drains, then Flight SQL,
+    // the tile watcher and the vision worker end their current step.
+    let stop = crate::shutdown::on_signal();
     let vision = if settings.vision.enabled {
-        Some(
-            crate::vision::spawn(Arc::clone(&lake), settings.vision.clone(), vision_stopped)
-                .await?,
-        )
+        Some(crate::vision::spawn(Arc::clone(&lake), settings.vision.clone(), stop.clone()).await?)
     } else {
         None
     };
@@ -84,33 +83,27 @@ pub async fn run(args: Args) -> Result<()> {
         None => println!("hexroad serving on http://{addr} (data: {})", lake.root()),
     }
     info!(%addr, flight = ?flight_addr, data = %lake.root(), "serving");
-    let (stop_flight, mut flight_stopping) = tokio::sync::watch::channel(false);
     let flight = flight_listener.map(|listener| {
         let lake = Arc::clone(&lake);
         let sql = sql.clone();
-        tokio::spawn(async move {
-            let stopping = async move {
-                let _ = flight_stopping.wait_for(|stop| *stop).await;
-            };
-            hexroad_lake::flight::serve(lake, sql, listener, stopping).await
-        })
+        let stopping = stop.clone().cancelled_owned();
+        tokio::spawn(hexroad_sql::flight::serve(lake, sql, listener, stopping))
     });
     let tiles = Arc::new(
         hexroad_tiles::Tiles::new(Arc::clone(&lake), settings.tiles.clone())
             .await
             .context("starting the tile service")?,
     );
-    let (stop_tiles, tiles_stopping) = tokio::sync::watch::channel(false);
-    let tile_watch = tokio::spawn(Arc::clone(&tiles).watch(tiles_stopping));
+    let tile_watch = tokio::spawn(Arc::clone(&tiles).watch(stop.clone()));
     let router = app(state)
-        .merge(hexroad_lake::http::router(Arc::clone(&lake), sql))
+        .merge(hexroad_sql::http::router(Arc::clone(&lake), sql))
         .merge(hexroad_tiles::http::router(tiles));
     axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown())
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
         .await
         .context("serving")?;
-    let _ = stop_flight.send(true);
-    let _ = stop_tiles.send(true);
+    // Should the server end on its own, the others stop with it.
+    stop.cancel();
     let _ = tile_watch.await;
     if let Some(flight) = flight {
         match flight.await {
@@ -119,31 +112,9 @@ pub async fn run(args: Args) -> Result<()> {
             Err(e) => tracing::error!(error = %e, "Flight SQL task"),
         }
     }
-    let _ = stop_vision.send(true);
     if let Some(worker) = vision {
         let _ = worker.await;
     }
     info!("stopped");
     Ok(())
-}
-
-async fn shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }

@@ -8,10 +8,10 @@ use hexroad_ingest::IngestConfig;
 use hexroad_rewards::RewardConfig;
 use hexroad_tiles::TilesConfig;
 use hexroad_vision::VisionConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Everything `serve` reads.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Where tables and blobs live: a folder or an object-store URL.
@@ -26,7 +26,7 @@ pub struct Settings {
 }
 
 /// `POST /v1/sql` on the HTTP port and Arrow Flight SQL on its own.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SqlSettings {
     /// Where Flight SQL listens; empty turns it off.
@@ -51,14 +51,14 @@ impl Default for SqlSettings {
 }
 
 impl SqlSettings {
-    pub fn service(&self) -> Result<hexroad_lake::http::SqlService> {
+    pub fn service(&self) -> Result<hexroad_sql::http::SqlService> {
         if !(self.timeout_s > 0.0 && self.timeout_s.is_finite()) {
             bail!("sql.timeout_s must be a positive number of seconds");
         }
         if self.token.as_deref().is_some_and(|t| t.len() < 16) {
             bail!("sql.token must be at least 16 characters");
         }
-        Ok(hexroad_lake::http::SqlService {
+        Ok(hexroad_sql::http::SqlService {
             limits: hexroad_lake::QueryLimits {
                 timeout: std::time::Duration::from_secs_f64(self.timeout_s),
                 memory_bytes: self.memory_mib.saturating_mul(1 << 20),
@@ -93,6 +93,9 @@ pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) ->
         }
         None => toml::Table::new(),
     };
+    // The type of an overridden setting is the type of its default, so a
+    // string stays a string whatever its characters ("123…" as a token).
+    let defaults = toml::Value::try_from(Settings::default()).context("the default settings")?;
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("HEXROAD__") else {
             continue;
@@ -110,7 +113,10 @@ pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) ->
                 .as_table_mut()
                 .with_context(|| format!("{name}: {key} is not a section"))?;
         }
-        table.insert(last.clone(), scalar(&value));
+        let default = keys
+            .iter()
+            .try_fold(&defaults, |at, key| at.get(key.as_str()));
+        table.insert(last.clone(), typed_like(default, &value));
     }
     let settings: Settings = toml::Value::Table(doc)
         .try_into()
@@ -141,15 +147,24 @@ pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) ->
     Ok(settings)
 }
 
-fn scalar(text: &str) -> toml::Value {
-    if let Ok(i) = text.parse::<i64>() {
-        toml::Value::Integer(i)
-    } else if let Ok(f) = text.parse::<f64>() {
-        toml::Value::Float(f)
-    } else if let Ok(b) = text.parse::<bool>() {
-        toml::Value::Boolean(b)
-    } else {
-        toml::Value::String(text.to_owned())
+/// An environment value as the type its setting's default has; text that
+/// does not fit stays text, so the settings check names the key.
+fn typed_like(default: Option<&toml::Value>, text: &str) -> toml::Value {
+    let as_text = || toml::Value::String(text.to_owned());
+    match default {
+        Some(toml::Value::Integer(_)) => text
+            .parse()
+            .map_or_else(|_| as_text(), toml::Value::Integer),
+        Some(toml::Value::Float(_)) => text.parse().map_or_else(|_| as_text(), toml::Value::Float),
+        Some(toml::Value::Boolean(_)) => text
+            .parse()
+            .map_or_else(|_| as_text(), toml::Value::Boolean),
+        Some(toml::Value::Array(_) | toml::Value::Table(_)) => format!("v = {text}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(as_text),
+        _ => as_text(),
     }
 }
 
@@ -172,6 +187,17 @@ mod tests {
         )];
         let settings = load(None, env.into_iter()).unwrap();
         assert_eq!(settings.ingest.max_speed_mps, 70.5);
+    }
+
+    /// An all-digit token used to become an integer and fail.
+    #[test]
+    fn an_all_digit_token_stays_a_string() {
+        let env = [(
+            "HEXROAD__SQL__TOKEN".to_owned(),
+            "12345678901234567890".to_owned(),
+        )];
+        let settings = load(None, env.into_iter()).unwrap();
+        assert_eq!(settings.sql.token.as_deref(), Some("12345678901234567890"));
     }
 
     #[test]

@@ -114,13 +114,13 @@ pub async fn write_archive(
             tw < e && te > w && ts < n && tn > s
         });
     }
-    let ctx = lake.session().await?;
+    let snapshot = lake.snapshot().await?;
     let bar = indicatif::ProgressBar::new(ids.len() as u64);
     let mut writer = pmtiles::Writer::new();
     let mut rendered = futures::stream::iter(ids.iter().copied())
         .map(|id| {
-            let (tiles, ctx) = (&tiles, &ctx);
-            async move { tiles.render_in(ctx, id).await.map(|t| (id, t)) }
+            let (tiles, snapshot) = (&tiles, &snapshot);
+            async move { tiles.render_in(snapshot, id).await.map(|t| (id, t)) }
         })
         .buffer_unordered(4);
     while let Some(tile) = rendered.next().await {

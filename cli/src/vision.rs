@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use hexroad_lake::Lake;
 use hexroad_vision::{VisionConfig, Worker};
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 #[derive(Debug, clap::Args)]
@@ -28,15 +29,13 @@ pub struct Args {
 pub async fn spawn(
     lake: Arc<Lake>,
     config: VisionConfig,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let worker = tokio::task::spawn_blocking(move || Worker::new(lake, config))
         .await
         .context("loading the vision models")?;
     info!(worker = worker.id(), "vision worker started");
-    Ok(tokio::spawn(worker.run(async move {
-        let _ = stop.wait_for(|stopped| *stopped).await;
-    })))
+    Ok(tokio::spawn(worker.run(stop.cancelled_owned())))
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -72,10 +71,8 @@ pub async fn run(args: Args) -> Result<()> {
         }
         return Ok(());
     }
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let handle = spawn(lake, config, rx).await?;
-    let _ = tokio::signal::ctrl_c().await;
-    let _ = tx.send(true);
+    let stop = crate::shutdown::on_signal();
+    let handle = spawn(lake, config, stop).await?;
     let _ = handle.await;
     Ok(())
 }

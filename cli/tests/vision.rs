@@ -472,7 +472,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn a_jpeg_frame_bundle_is_sampled_and_published() {
     use hexroad_dashcam_sim::{DeviceClient, DeviceKey, Outcome, Stats, UploadSpec};
-    use hexroad_lake::GnssPoint;
+    use hexroad_wire::GnssPoint;
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -512,7 +512,7 @@ fn a_jpeg_frame_bundle_is_sampled_and_published() {
     }
     add(
         "track.gpx".into(),
-        hexroad_lake::wire::track::write_gpx(&points, "test").as_bytes(),
+        hexroad_wire::track::write_gpx(&points, "test").as_bytes(),
     );
     let bundle = tar.into_inner().unwrap();
 

@@ -172,7 +172,7 @@ impl DeviceClient<'_> {
             "model": model,
         }))
         .map_err(|e| SimError::Http(e.to_string()))?;
-        let digest = hexroad_lake::wire::signature::content_digest(&Sha256::digest(&body));
+        let digest = hexroad_wire::signature::content_digest(&Sha256::digest(&body));
         let headers = [
             ("content-digest", digest),
             ("content-type", "application/json".to_owned()),

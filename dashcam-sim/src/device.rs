@@ -1,8 +1,8 @@
 //! A device's key, and RFC 9421 signing of its requests.
 
 use ed25519_dalek::{Signer as _, SigningKey};
-use hexroad_lake::DeviceId;
-use hexroad_lake::wire::signature::{self, SignatureParams};
+use hexroad_wire::DeviceId;
+use hexroad_wire::signature::{self, SignatureParams};
 
 /// A device's ed25519 identity.
 pub struct DeviceKey {
@@ -49,11 +49,13 @@ impl DeviceKey {
                 .find(|(n, _)| *n == name)
                 .map(|(_, v)| v.clone()),
         })
-        // Every component named above has a value, so the base always builds.
+        // Every component named above has a value, and names, nonce and key
+        // are ASCII, so the base always builds.
         .unwrap_or_default();
         let sig = self.key.sign(base.as_bytes());
         [
-            ("signature-input", params.header_value()),
+            // Serializable for the same reason as the base.
+            ("signature-input", params.header_value().unwrap_or_default()),
             ("signature", signature::signature_header(&sig.to_bytes())),
         ]
     }

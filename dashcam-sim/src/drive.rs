@@ -2,7 +2,7 @@
 //! for junctions and waiting at red lights.
 
 use chrono::{DateTime, Duration, Utc};
-use hexroad_lake::grid::bearing_deg;
+use hexroad_wire::grid::bearing_deg;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -177,7 +177,7 @@ impl Car {
 mod tests {
     use super::*;
     use crate::roads::Edge;
-    use hexroad_lake::grid::haversine_m;
+    use hexroad_wire::grid::haversine_m;
     use rand::SeedableRng;
     use std::collections::HashSet;
 

@@ -20,7 +20,7 @@ use crate::drive::Car;
 use crate::roads::RoadGraph;
 use crate::sensors::{self, Receiver, Vehicle};
 use crate::video::{self, VideoSpec};
-use hexroad_lake::wire::track;
+use hexroad_wire::track;
 
 /// What a simulated device does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -109,7 +109,7 @@ struct Segment {
     video: Bytes,
     track: Bytes,
     track_format: &'static str,
-    points: Arc<Vec<hexroad_lake::GnssPoint>>,
+    points: Arc<Vec<hexroad_wire::GnssPoint>>,
     gnss_points: u64,
     telemetry: Bytes,
     telemetry_samples: u64,

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use hexroad_lake::grid::haversine_m;
+use hexroad_wire::grid::haversine_m;
 use osmpbf::{Element, ElementReader};
 
 use crate::SimError;

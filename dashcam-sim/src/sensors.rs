@@ -1,6 +1,6 @@
 //! What a dashcam's GNSS receiver and a telematics dongle report of a drive.
 
-use hexroad_lake::{GnssPoint, TelemetrySample};
+use hexroad_wire::{GnssPoint, TelemetrySample};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -149,7 +149,7 @@ pub fn telemetry(samples: &[Sample], vehicle: &mut Vehicle) -> Vec<TelemetrySamp
 pub fn to_ndjson(samples: &[TelemetrySample]) -> String {
     let mut out = String::new();
     for s in samples {
-        let line = hexroad_lake::wire::vss::TelemetryLine {
+        let line = hexroad_wire::vss::TelemetryLine {
             ts: s.ts,
             signal: s.signal.clone(),
             value: s.value,

@@ -13,15 +13,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, head, post};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use chrono::Duration;
 use hexroad_lake::object_store::ObjectStoreExt;
 use hexroad_lake::object_store::path::Path as StorePath;
 use hexroad_lake::{
-    CommitOutcome, ContributorId, DeviceId, DeviceRecord, DeviceStatus, Lake, UploadId, UploadKind,
-    UploadRecord, UploadStatus, UploadSummary,
+    CommitOutcome, DeviceRecord, DeviceStatus, Lake, UploadRecord, UploadStatus, UploadSummary,
 };
+use hexroad_wire::{ContributorId, DeviceId, UploadId, UploadKind};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
@@ -30,6 +28,7 @@ use crate::auth::{self, NonceCache, Verified};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::tus::{ChunkEnd, Slot, Staging, UploadInfo};
+use crate::tus_headers::{CHECKSUM_ALGORITHMS, ChunkChecksum, TusHeaderError, parse_metadata};
 use crate::validate::{self, Rejection, Rules};
 use crate::{ApiError, Clock, IngestConfig, StartError, openapi, probe};
 
@@ -251,20 +250,21 @@ async fn register(State(state): State<Arc<Ingest>>, req: Request) -> Result<Resp
     state.admit(&v)?;
     let reg: Registration = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_body", format!("registration body: {e}")))?;
-    let device: DeviceId = reg
-        .public_key
-        .parse()
-        .map_err(|e: String| ApiError::bad_request("bad_public_key", e))?;
+    let device: DeviceId = reg.public_key.parse().map_err(|e: hexroad_wire::IdError| {
+        ApiError::bad_request("bad_public_key", e.to_string())
+    })?;
     if device != v.device {
         return Err(ApiError::unauthorized(
             "bad_signature",
             "the request must be signed by the key being registered (keyid must equal public_key)",
         ));
     }
-    let contributor: ContributorId = reg
-        .contributor_id
-        .parse()
-        .map_err(|e: String| ApiError::bad_request("bad_contributor_id", e))?;
+    let contributor: ContributorId =
+        reg.contributor_id
+            .parse()
+            .map_err(|e: hexroad_wire::IdError| {
+                ApiError::bad_request("bad_contributor_id", e.to_string())
+            })?;
     let _one_at_a_time = state.registration.lock().await;
     let existing = {
         let devices = state.devices.read().unwrap_or_else(|e| e.into_inner());
@@ -318,7 +318,7 @@ async fn register(State(state): State<Arc<Ingest>>, req: Request) -> Result<Resp
 
 fn check_content_digest(parts: &Parts, body: &[u8]) -> Result<(), ApiError> {
     let declared = header_str(&parts.headers, "content-digest").unwrap_or_default();
-    let expected = hexroad_lake::wire::signature::content_digest(&Sha256::digest(body));
+    let expected = hexroad_wire::signature::content_digest(&Sha256::digest(body));
     let matches = declared
         .split(',')
         .map(str::trim)
@@ -368,32 +368,15 @@ async fn tus_options(State(state): State<Arc<Ingest>>) -> Response {
         "tus-extension",
         HeaderValue::from_static("creation,checksum,termination"),
     );
-    h.insert("tus-checksum-algorithm", HeaderValue::from_static("sha256"));
+    h.insert(
+        "tus-checksum-algorithm",
+        HeaderValue::from_static(CHECKSUM_ALGORITHMS),
+    );
     h.insert(
         "tus-max-size",
         HeaderValue::from(state.config.max_upload_bytes),
     );
     response
-}
-
-/// Reads tus `Upload-Metadata`: comma-separated `key base64value` pairs.
-fn parse_metadata(value: &str) -> Result<HashMap<String, String>, ApiError> {
-    let mut out = HashMap::new();
-    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (key, b64) = pair.split_once(' ').unwrap_or((pair, ""));
-        let decoded = STANDARD
-            .decode(b64.trim())
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "bad_metadata",
-                    format!("Upload-Metadata value of {key:?} is not base64 UTF-8"),
-                )
-            })?;
-        out.insert(key.to_owned(), decoded);
-    }
-    Ok(out)
 }
 
 async fn create_upload(
@@ -427,7 +410,8 @@ async fn create_upload(
             ),
         ));
     }
-    let meta = parse_metadata(header_str(&parts.headers, "upload-metadata").unwrap_or_default())?;
+    let meta = parse_metadata(header_str(&parts.headers, "upload-metadata").unwrap_or_default())
+        .map_err(|e| ApiError::bad_request("bad_metadata", e.to_string()))?;
     let field = |k: &str| {
         meta.get(k).ok_or_else(|| {
             ApiError::bad_request(
@@ -594,22 +578,15 @@ async fn head_upload(
     Ok(response)
 }
 
-fn parse_checksum(parts: &Parts) -> Result<[u8; 32], ApiError> {
+fn parse_checksum(parts: &Parts) -> Result<ChunkChecksum, ApiError> {
     let value = header_str(&parts.headers, "upload-checksum").unwrap_or_default();
-    let (alg, b64) = value.split_once(' ').unwrap_or((value, ""));
-    if alg != "sha256" {
-        return Err(ApiError::bad_request(
-            "unsupported_checksum",
-            format!("Upload-Checksum must use sha256, got {alg:?}"),
-        ));
-    }
-    STANDARD
-        .decode(b64.trim())
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| {
-            ApiError::bad_request("bad_checksum", "Upload-Checksum is not a base64 sha256")
-        })
+    ChunkChecksum::parse(value).map_err(|e| {
+        let code = match e {
+            TusHeaderError::ChecksumAlgorithm { .. } => "unsupported_checksum",
+            _ => "bad_checksum",
+        };
+        ApiError::bad_request(code, e.to_string())
+    })
 }
 
 async fn patch_upload(

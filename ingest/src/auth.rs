@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use ed25519_dalek::{Signature, VerifyingKey};
-use hexroad_lake::DeviceId;
-use hexroad_lake::wire::signature::{self, SignatureParams};
+use hexroad_wire::DeviceId;
+use hexroad_wire::signature::{self, ReceivedSignature};
 
 use crate::ApiError;
 
@@ -15,7 +15,10 @@ use crate::ApiError;
 #[derive(Debug, Clone)]
 pub struct Verified {
     pub device: DeviceId,
-    pub params: SignatureParams,
+    /// The signer's nonce, refused if it comes again within the window.
+    pub nonce: String,
+    /// Unix seconds when the device signed.
+    pub created: i64,
 }
 
 /// The components every signed request must cover.
@@ -23,8 +26,11 @@ const ALWAYS: [&str; 2] = ["@method", "@path"];
 
 /// Verifies the signature on a request.
 ///
-/// `body_covered_by` names the header that binds the body (`content-digest`
-/// for JSON bodies, `upload-checksum` for tus chunks); it must be covered.
+/// Any label is accepted (RFC 9421 leaves it to the signer); when a request
+/// carries several signatures, the first one with a `keyid` is the device's.
+/// `required` names the headers that must be covered: the one that binds
+/// the body (`content-digest` for JSON bodies, `upload-checksum` for tus
+/// chunks) and those that give the request its meaning.
 /// Replays are *not* checked here: see [`NonceCache::admit`], which runs only
 /// once the signature is known to be good.
 pub fn verify(
@@ -42,45 +48,99 @@ pub fn verify(
         ));
     };
     let bad = |msg: String| ApiError::unauthorized("bad_signature", msg);
-    let params = SignatureParams::parse_header(input).map_err(|e| bad(e.0))?;
-    if params.alg != signature::ALG {
-        return Err(bad(format!(
-            "alg must be \"ed25519\", got {:?}",
-            params.alg
-        )));
+    let received = signature::parse_signatures(input, sig).map_err(|e| bad(e.to_string()))?;
+    let Some(chosen) = received.into_iter().find(|s| s.keyid.is_some()) else {
+        return Err(bad(
+            "no signature names its key: the keyid parameter (the device id) is required".into(),
+        ));
+    };
+    let device = check_params(&chosen, required).map_err(bad)?;
+    let (created, nonce) = (chosen.created.unwrap_or_default(), chosen.nonce.clone());
+    check_age(now.timestamp(), created, chosen.expires, max_age_s, skew_s)?;
+    let key = VerifyingKey::from_bytes(&device.public_key())
+        .map_err(|_| bad("keyid is not a valid ed25519 public key".into()))?;
+    let base = chosen
+        .base(|c| component(parts, c))
+        .map_err(|e| bad(e.to_string()))?;
+    let sig = Signature::from_slice(&chosen.signature).map_err(|_| {
+        bad(format!(
+            "signature {:?} is not a 64-byte ed25519 signature",
+            chosen.label
+        ))
+    })?;
+    key.verify_strict(base.as_bytes(), &sig).map_err(|_| {
+        bad(format!(
+            "signature {:?} does not verify against the keyid's public key",
+            chosen.label
+        ))
+    })?;
+    Ok(Verified {
+        device,
+        nonce: nonce.unwrap_or_default(),
+        created,
+    })
+}
+
+/// What hexroad asks of a signature beyond RFC 9421: ed25519, a device id
+/// as `keyid`, `created` and `nonce` (replay refusal), and the components
+/// that give the request its meaning.
+fn check_params(sig: &ReceivedSignature, required: &[&str]) -> Result<DeviceId, String> {
+    if let Some(alg) = sig.alg.as_deref().filter(|a| *a != signature::ALG) {
+        return Err(format!("alg must be \"ed25519\", got {alg:?}"));
     }
     for needed in ALWAYS.iter().chain(required) {
-        if !params.components.iter().any(|c| c == needed) {
-            return Err(bad(format!("the signature must cover \"{needed}\"")));
+        if !sig.components.iter().any(|c| c == needed) {
+            return Err(format!("signature {:?} must cover \"{needed}\"", sig.label));
         }
     }
-    let now_s = now.timestamp();
-    let age = now_s - params.created;
+    if sig.created.is_none() {
+        return Err("the created parameter is required".into());
+    }
+    if sig.nonce.as_deref().is_none_or(str::is_empty) {
+        return Err("the nonce parameter is required (requests are refused if replayed)".into());
+    }
+    sig.keyid
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e: hexroad_wire::IdError| format!("keyid: {e}"))
+}
+
+/// Refuses a signature older than the limit, from too far in the future,
+/// or past its own `expires`.
+fn check_age(
+    now_s: i64,
+    created: i64,
+    expires: Option<i64>,
+    max_age_s: u64,
+    skew_s: u64,
+) -> Result<(), ApiError> {
+    let skew = i64::try_from(skew_s).unwrap_or(i64::MAX);
+    let age = now_s.saturating_sub(created);
     if age > i64::try_from(max_age_s).unwrap_or(i64::MAX) {
         return Err(ApiError::unauthorized(
             "stale_signature",
             format!("signature was created {age} s ago; the limit is {max_age_s} s"),
         ));
     }
-    if -age > i64::try_from(skew_s).unwrap_or(i64::MAX) {
+    if age.saturating_neg() > skew {
         return Err(ApiError::unauthorized(
             "stale_signature",
             format!(
                 "signature is created {} s in the future; the limit is {skew_s} s",
-                -age
+                age.saturating_neg()
             ),
         ));
     }
-    let device: DeviceId = params.keyid.parse().map_err(bad)?;
-    let key = VerifyingKey::from_bytes(&device.public_key())
-        .map_err(|_| bad("keyid is not a valid ed25519 public key".into()))?;
-    let base = signature::signature_base(&params, |c| component(parts, c)).map_err(|e| bad(e.0))?;
-    let sig_bytes = signature::parse_signature_header(sig).map_err(|e| bad(e.0))?;
-    let sig = Signature::from_slice(&sig_bytes)
-        .map_err(|_| bad("Signature is not a 64-byte ed25519 signature".into()))?;
-    key.verify_strict(base.as_bytes(), &sig)
-        .map_err(|_| bad("signature does not verify against the keyid's public key".into()))?;
-    Ok(Verified { device, params })
+    if let Some(expires) = expires
+        && now_s.saturating_sub(expires) > skew
+    {
+        return Err(ApiError::unauthorized(
+            "stale_signature",
+            format!("signature expired {} s ago", now_s.saturating_sub(expires)),
+        ));
+    }
+    Ok(())
 }
 
 /// The value of one covered component in this request.
@@ -141,17 +201,17 @@ impl NonceCache {
                 map.remove(&(d, n));
             }
         }
-        let key = (v.device.clone(), v.params.nonce.clone());
+        let key = (v.device.clone(), v.nonce.clone());
         if map.contains_key(&key) {
             return Err(ApiError::unauthorized(
                 "replayed",
                 format!(
                     "nonce {:?} was already used: replayed requests are refused",
-                    v.params.nonce
+                    v.nonce
                 ),
             ));
         }
-        map.insert(key.clone(), v.params.created);
+        map.insert(key.clone(), v.created);
         order.push_back((now.timestamp(), key.0, key.1));
         Ok(())
     }

@@ -19,6 +19,7 @@ mod metrics;
 mod openapi;
 mod probe;
 mod tus;
+pub mod tus_headers;
 mod validate;
 
 pub use app::{Ingest, app};

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use hexroad_lake::DeviceId;
+use hexroad_wire::DeviceId;
 
 use crate::ApiError;
 

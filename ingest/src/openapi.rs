@@ -89,7 +89,7 @@ pub fn document() -> Value {
         "info": {
             "title": "hexroad ingest",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Device registration and tus 1.0 resumable uploads, signed with RFC 9421 HTTP Message Signatures (ed25519). Every request except registration's key must be signed by a registered device; covered components must include @method and @path, plus content-digest for JSON bodies and upload-offset and upload-checksum for PATCH."
+            "description": "Device registration and tus 1.0 resumable uploads, signed with RFC 9421 HTTP Message Signatures (ed25519). Every request except registration's key must be signed by a registered device; any signature label; keyid (the device id), created and nonce required; covered components must include @method and @path, plus content-digest for JSON bodies, upload-length and upload-metadata for creation, and upload-offset and upload-checksum (sha1 or sha256) for PATCH."
         },
         "paths": {
             "/healthz": { "get": { "summary": "liveness", "responses": { "200": { "description": "ok" } } } },
@@ -133,7 +133,7 @@ pub fn document() -> Value {
             "/v1/uploads/{id}": {
                 "head": { "summary": "tus offset", "security": signed(), "parameters": [upload_id.clone()], "responses": head_responses },
                 "patch": {
-                    "summary": "tus append at Upload-Offset, with Upload-Checksum: sha256 <base64>",
+                    "summary": "tus append at Upload-Offset, with Upload-Checksum: sha1|sha256 <base64>",
                     "security": signed(),
                     "parameters": [upload_id.clone()],
                     "requestBody": { "required": true, "content": { "application/offset+octet-stream": { "schema": { "type": "string", "format": "binary" } } } },

@@ -14,10 +14,12 @@ use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt, TryStreamExt};
 use hexroad_lake::object_store::path::Path;
 use hexroad_lake::object_store::{self, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
-use hexroad_lake::{ContributorId, DeviceId, UploadId, UploadKind};
+use hexroad_wire::{ContributorId, DeviceId, UploadId, UploadKind};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+
+use crate::tus_headers::ChunkChecksum;
 
 /// What the device declared when it created the upload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -179,7 +181,7 @@ impl Staging {
         &self,
         slot: &mut Slot,
         body: S,
-        checksum: [u8; 32],
+        checksum: ChunkChecksum,
     ) -> object_store::Result<ChunkEnd>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -188,7 +190,7 @@ impl Staging {
         let room = slot.info.length - slot.offset;
         let path = chunk_path(id, slot.offset);
         let mut writer = WriteMultipart::new(self.store.put_multipart(&path).await?);
-        let mut hasher = Sha256::new();
+        let mut hasher = checksum.hasher();
         let mut received = 0u64;
         let mut body = body;
         let mut cut = false;
@@ -218,7 +220,7 @@ impl Staging {
                 ChunkEnd::Complete { received }
             });
         }
-        if !cut && hasher.finalize().as_slice() != checksum {
+        if !cut && !hasher.matches() {
             writer.abort().await?;
             return Ok(ChunkEnd::ChecksumMismatch);
         }

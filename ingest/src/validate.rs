@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use chrono::{DateTime, Duration, Utc};
-use hexroad_lake::wire::track::{self, TrackFormat};
-use hexroad_lake::wire::vss;
-use hexroad_lake::{GnssPoint, TelemetrySample, UploadKind};
+use hexroad_wire::track::{self, TrackFormat};
+use hexroad_wire::vss;
+use hexroad_wire::{GnssPoint, TelemetrySample, UploadKind};
 
 use crate::probe;
 
@@ -130,7 +130,7 @@ fn parse_track(bytes: &[u8], fmt: TrackFormat) -> Result<Vec<GnssPoint>, Rejecti
 
 /// Great-circle distance in metres between two fixes.
 pub fn distance_m(a: &GnssPoint, b: &GnssPoint) -> f64 {
-    hexroad_lake::grid::haversine_m((a.lat, a.lon), (b.lat, b.lon))
+    hexroad_wire::grid::haversine_m((a.lat, a.lon), (b.lat, b.lon))
 }
 
 /// Metres of position error allowed per unit of HDOP when judging speed

@@ -9,9 +9,10 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::{Duration, Utc};
 use ed25519_dalek::{Signer, SigningKey};
 use hexroad_ingest::{Ingest, IngestConfig, app, system_clock};
-use hexroad_lake::wire::signature::{self, SignatureParams};
-use hexroad_lake::wire::track;
-use hexroad_lake::{DeviceId, GnssPoint, Lake};
+use hexroad_lake::Lake;
+use hexroad_wire::signature::{self, SignatureParams};
+use hexroad_wire::track;
+use hexroad_wire::{DeviceId, GnssPoint};
 use reqwest::{Method, StatusCode};
 use sha2::{Digest, Sha256};
 
@@ -81,7 +82,7 @@ impl Device {
         .unwrap();
         let sig = self.key.sign(base.as_bytes());
         vec![
-            ("signature-input".into(), params.header_value()),
+            ("signature-input".into(), params.header_value().unwrap()),
             (
                 "signature".into(),
                 signature::signature_header(&sig.to_bytes()),
@@ -611,6 +612,9 @@ async fn openapi_metrics_and_health_are_served() {
     let s = start(IngestConfig::default()).await;
     let doc = send(&s.base, Method::GET, "/openapi.json", &[], Vec::new()).await;
     assert_eq!(doc.status, StatusCode::OK);
+    // The whole document, so a change to the API a device maker reads shows
+    // up in review (`INSTA_UPDATE=always` rewrites it).
+    insta::assert_json_snapshot!("openapi", doc.json);
     for path in [
         "/v1/devices",
         "/v1/devices/{id}",

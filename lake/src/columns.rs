@@ -64,3 +64,18 @@ pub fn times(batch: &RecordBatch, name: &str) -> Result<Vec<DateTime<Utc>>> {
         .map(|us| DateTime::from_timestamp_micros(us).unwrap_or_default())
         .collect())
 }
+
+/// Strings, a null as `None`.
+pub fn opt_strings(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
+    let c = column(batch, name, &DataType::Utf8)?;
+    Ok(c.as_string::<i32>()
+        .iter()
+        .map(|s| s.map(str::to_owned))
+        .collect())
+}
+
+/// Numbers, a null as `None`.
+pub fn opt_f64s(batch: &RecordBatch, name: &str) -> Result<Vec<Option<f64>>> {
+    let c = column(batch, name, &DataType::Float64)?;
+    Ok(c.as_primitive::<Float64Type>().iter().collect())
+}

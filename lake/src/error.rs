@@ -40,8 +40,8 @@ pub enum Error {
     QueryTimeout { limit_s: f64 },
 
     /// A coordinate cannot be placed on the H3 grid.
-    #[error("coordinate ({lat}, {lon}) is not on the grid: {reason}")]
-    Grid { lat: f64, lon: f64, reason: String },
+    #[error(transparent)]
+    Grid(#[from] hexroad_wire::grid::GridError),
 
     /// A local file could not be read.
     #[error("{}", path.display())]

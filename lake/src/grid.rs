@@ -1,67 +1,26 @@
-//! H3 helpers: every point is kept at resolution 15 and coarser cells derive from it.
+//! How cells are stored: Delta has no unsigned integers.
 
-use h3o::{CellIndex, LatLng, Resolution};
-
-use crate::{Error, Result};
-
-/// The resolution every GNSS point and frame is stored at (about 0.5 m edges).
-pub const STORED_RESOLUTION: Resolution = Resolution::Fifteen;
-
-/// Mean Earth radius (IUGG), the sphere every distance in hexroad is taken on.
-pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
-
-/// Great-circle distance in metres between two `(lat, lon)` in degrees.
-///
-/// ```
-/// let d = hexroad_lake::grid::haversine_m((60.0, 25.0), (61.0, 25.0));
-/// assert!((d - 111_195.0).abs() < 1.0);
-/// ```
-pub fn haversine_m(a: (f64, f64), b: (f64, f64)) -> f64 {
-    let (la1, la2) = (a.0.to_radians(), b.0.to_radians());
-    let dlat = la2 - la1;
-    let dlon = (b.1 - a.1).to_radians();
-    let h = (dlat / 2.0).sin().powi(2) + la1.cos() * la2.cos() * (dlon / 2.0).sin().powi(2);
-    // Rounding can push h a hair above 1 for antipodal points.
-    2.0 * EARTH_RADIUS_M * h.sqrt().min(1.0).asin()
-}
-
-/// Initial bearing from `a` to `b`, degrees clockwise from north.
-///
-/// ```
-/// let east = hexroad_lake::grid::bearing_deg((60.0, 25.0), (60.0, 25.1));
-/// assert!((east - 90.0).abs() < 1.0);
-/// ```
-pub fn bearing_deg(a: (f64, f64), b: (f64, f64)) -> f64 {
-    let (la1, la2) = (a.0.to_radians(), b.0.to_radians());
-    let dlon = (b.1 - a.1).to_radians();
-    let y = dlon.sin() * la2.cos();
-    let x = la1.cos() * la2.sin() - la1.sin() * la2.cos() * dlon.cos();
-    (y.atan2(x).to_degrees() + 360.0) % 360.0
-}
-
-/// The resolution-15 cell containing a WGS84 coordinate.
-///
-/// ```
-/// let cell = hexroad_lake::grid::cell_at(60.1699, 24.9384).unwrap();
-/// assert_eq!(cell.resolution(), h3o::Resolution::Fifteen);
-/// ```
-pub fn cell_at(lat: f64, lon: f64) -> Result<CellIndex> {
-    LatLng::new(lat, lon)
-        .map(|ll| ll.to_cell(STORED_RESOLUTION))
-        .map_err(|e| Error::Grid {
-            lat,
-            lon,
-            reason: e.to_string(),
-        })
-}
+use h3o::CellIndex;
 
 /// A cell as stored in Delta, which has no unsigned integers.
 ///
 /// H3 indexes use 63 bits (the top bit is reserved and always 0), so the
 /// signed value is the same number; the SQL session casts it back to `UInt64`.
+///
+/// ```
+/// let cell = hexroad_wire::grid::cell_at(60.1699, 24.9384).unwrap();
+/// assert_eq!(hexroad_lake::grid::cell_to_stored(cell) as u64, u64::from(cell));
+/// ```
 pub fn cell_to_stored(cell: CellIndex) -> i64 {
     // An H3 index never sets bit 63, so this conversion cannot wrap.
     u64::from(cell) as i64
+}
+
+/// A stored cell back as an index, `None` if the number is not a valid cell.
+pub fn cell_from_stored(value: i64) -> Option<CellIndex> {
+    u64::try_from(value)
+        .ok()
+        .and_then(|v| CellIndex::try_from(v).ok())
 }
 
 #[cfg(test)]
@@ -69,42 +28,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bearing_points_the_right_way() {
-        let north = bearing_deg((60.0, 25.0), (60.1, 25.0));
-        let east = bearing_deg((60.0, 25.0), (60.0, 25.1));
-        assert!(!(1.0..=359.0).contains(&north), "{north}");
-        assert!((east - 90.0).abs() < 1.0, "{east}");
-    }
-
-    #[test]
-    fn antipodes_are_half_the_circumference() {
-        let d = haversine_m((10.0, 20.0), (-10.0, -160.0));
-        assert!(
-            (d - std::f64::consts::PI * EARTH_RADIUS_M).abs() < 1.0,
-            "{d}"
-        );
-    }
-
-    /// Reference values from the H3 C library (4.x, through the `h3`
-    /// Python bindings): `latLngToCell` at resolutions 15 and 9.
-    #[test]
-    fn matches_the_c_reference() {
-        let cell = cell_at(37.3615593, -122.0553238).unwrap();
-        assert_eq!(u64::from(cell), 0x08f2_8347_0d92_1c65);
-        let parent = cell.parent(Resolution::Nine).unwrap();
-        assert_eq!(u64::from(parent), 0x0892_8347_0d93_ffff);
-        let helsinki = cell_at(60.1699, 24.9384).unwrap();
-        assert_eq!(u64::from(helsinki), 0x08f1_126d_338d_c98e);
-    }
-
-    #[test]
-    fn stored_cells_are_positive() {
-        let cell = cell_at(-89.9, 179.9).unwrap();
+    fn stored_cells_are_positive_and_round_trip() {
+        let cell = hexroad_wire::grid::cell_at(-89.9, 179.9).unwrap();
         assert!(cell_to_stored(cell) > 0);
-    }
-
-    #[test]
-    fn refuses_non_finite() {
-        assert!(cell_at(f64::NAN, 0.0).is_err());
+        assert_eq!(cell_from_stored(cell_to_stored(cell)), Some(cell));
+        assert_eq!(cell_from_stored(-1), None);
+        assert_eq!(cell_from_stored(7), None);
     }
 }

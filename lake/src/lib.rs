@@ -12,24 +12,28 @@
 pub mod columns;
 pub mod duration_text;
 mod error;
-pub mod flight;
 pub mod grid;
 pub mod h3sql;
-pub mod http;
-mod ids;
+pub mod reads;
 mod records;
 pub mod schema;
 mod sql;
 mod store;
 pub mod views;
-pub mod wire;
 
 pub use error::{Error, Result};
-pub use ids::{ContributorId, DeviceId, UploadId};
 pub use records::{
-    DeviceRecord, DeviceStatus, FrameRecord, GnssPoint, ProcessingRecord, ProcessingStatus,
-    TelemetrySample, UploadKind, UploadRecord, UploadStatus,
+    DeviceRecord, DeviceStatus, FrameRecord, ProcessingRecord, ProcessingStatus, UploadRecord,
+    UploadStatus,
 };
+// The ids and samples rows are made of come from the ground-floor `wire`
+// crate; they are imported here so modules can name them as `crate::…`.
+use hexroad_wire::{
+    ContributorId, DeviceId, FrameId, GnssPoint, TelemetrySample, UploadId, UploadKind,
+};
+pub use reads::map::{CoverageCell, FramePoint, TrackFix};
+pub use reads::vision::{PendingUpload, PublishedHash};
+pub use reads::{BoundingBox, Snapshot};
 pub use schema::TableName;
 pub use sql::{OutputFormat, QueryLimits, QueryOutput, Refusal, render_batches};
 pub use store::{CommitOutcome, Lake, UploadSummary, root_url};

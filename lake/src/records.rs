@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{ContributorId, DeviceId, UploadId};
+use crate::{ContributorId, DeviceId, FrameId, UploadId, UploadKind};
 
 /// Whether a device may still upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,41 +43,6 @@ pub struct DeviceRecord {
     pub changed_at: DateTime<Utc>,
     /// When the device first registered.
     pub registered_at: DateTime<Utc>,
-}
-
-/// What a device uploaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UploadKind {
-    /// Dashcam video, MP4 with H.264.
-    Video,
-    /// A GNSS track, GPX 1.1 or NMEA 0183.
-    Gnss,
-    /// A tar bundle of JPEG frames with a GNSS track.
-    Frames,
-    /// NDJSON of COVESA VSS signals.
-    Telemetry,
-}
-
-impl UploadKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Video => "video",
-            Self::Gnss => "gnss",
-            Self::Frames => "frames",
-            Self::Telemetry => "telemetry",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "video" => Some(Self::Video),
-            "gnss" => Some(Self::Gnss),
-            "frames" => Some(Self::Frames),
-            "telemetry" => Some(Self::Telemetry),
-            _ => None,
-        }
-    }
 }
 
 /// What became of an upload.
@@ -138,33 +103,10 @@ pub struct UploadRecord {
     pub media: Option<String>,
 }
 
-/// One GNSS fix.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct GnssPoint {
-    pub ts: DateTime<Utc>,
-    pub lat: f64,
-    pub lon: f64,
-    pub alt: Option<f64>,
-    /// Metres per second over ground.
-    pub speed: Option<f64>,
-    /// Degrees clockwise from true north.
-    pub heading: Option<f64>,
-    pub hdop: Option<f64>,
-}
-
-/// One vehicle signal sample.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TelemetrySample {
-    pub ts: DateTime<Utc>,
-    /// A COVESA VSS path, e.g. `Vehicle.Speed`.
-    pub signal: String,
-    pub value: f64,
-}
-
 /// One frame the vision stage published or dropped as a duplicate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FrameRecord {
-    pub frame_id: String,
+    pub frame_id: FrameId,
     pub upload_id: UploadId,
     pub device_id: DeviceId,
     pub contributor_id: ContributorId,
@@ -185,7 +127,7 @@ pub struct FrameRecord {
     pub phash: u64,
     pub quality: f64,
     pub sharpness: f64,
-    pub dedupe_of: Option<String>,
+    pub dedupe_of: Option<FrameId>,
     pub dedupe_reason: Option<String>,
     pub model_versions: String,
     pub processed_at: DateTime<Utc>,

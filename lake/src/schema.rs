@@ -291,7 +291,11 @@ pub(crate) fn gnss_batch(
     let n = points.len();
     let cells = points
         .iter()
-        .map(|p| grid::cell_at(p.lat, p.lon).map(grid::cell_to_stored))
+        .map(|p| {
+            Ok(grid::cell_to_stored(hexroad_wire::grid::cell_at(
+                p.lat, p.lon,
+            )?))
+        })
         .collect::<Result<Vec<_>>>()?;
     let cols: Vec<ArrayRef> = vec![
         repeat_str(&upload.to_string(), n),
@@ -348,10 +352,15 @@ pub fn frames_batch(rows: &[crate::FrameRecord]) -> Result<RecordBatch> {
             rows.iter().map(|r| i32::try_from(f(r)).unwrap_or(i32::MAX)),
         ))
     };
+    let frame_ids: Vec<String> = rows.iter().map(|r| r.frame_id.to_string()).collect();
+    let dedupe_of: Vec<Option<String>> = rows
+        .iter()
+        .map(|r| r.dedupe_of.map(|id| id.to_string()))
+        .collect();
     let ids: Vec<String> = rows.iter().map(|r| r.upload_id.to_string()).collect();
     let phashes: Vec<String> = rows.iter().map(|r| format!("{:016x}", r.phash)).collect();
     let cols: Vec<ArrayRef> = vec![
-        s(|r| &r.frame_id),
+        Arc::new(StringArray::from_iter_values(&frame_ids)),
         Arc::new(StringArray::from_iter_values(&ids)),
         s(|r| r.device_id.as_str()),
         s(|r| r.contributor_id.as_str()),
@@ -374,7 +383,7 @@ pub fn frames_batch(rows: &[crate::FrameRecord]) -> Result<RecordBatch> {
         Arc::new(StringArray::from_iter_values(&phashes)),
         f64s(|r| r.quality),
         f64s(|r| r.sharpness),
-        opt(|r| r.dedupe_of.as_deref()),
+        Arc::new(StringArray::from_iter(dedupe_of)),
         opt(|r| r.dedupe_reason.as_deref()),
         s(|r| &r.model_versions),
         ts_array(rows.iter().map(|r| micros(r.processed_at))),

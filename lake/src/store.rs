@@ -4,15 +4,17 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use deltalake::arrow::array::{Array, AsArray, RecordBatch};
+use deltalake::arrow::array::RecordBatch;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::StructType;
 use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, ObjectStore};
+use hexroad_wire::IdError;
 use tracing::{debug, info};
 use url::Url;
 
+use crate::columns;
 use crate::schema::{self, TableName};
 use crate::{
     DeviceId, DeviceRecord, DeviceStatus, Error, GnssPoint, Result, TelemetrySample, UploadId,
@@ -186,8 +188,8 @@ impl Lake {
                 .collect()
                 .await?;
             for batch in &batches {
-                for id in batch.column(0).as_string::<i32>().iter().flatten() {
-                    set.insert(parse_upload_id(id)?);
+                for id in columns::strings(batch, "upload_id")? {
+                    set.insert(parse_upload_id(&id)?);
                 }
             }
         }
@@ -426,10 +428,17 @@ impl Lake {
     /// A DataFusion session with every table registered under its name, at
     /// the latest committed version. `gnss.cell` is presented as `UInt64`.
     pub async fn session(&self) -> Result<SessionContext> {
+        Ok(self.session_with_versions().await?.0)
+    }
+
+    /// A session over the latest versions, and those versions.
+    pub(crate) async fn session_with_versions(
+        &self,
+    ) -> Result<(SessionContext, Vec<(TableName, u64)>)> {
         let ctx = SessionContext::new();
         crate::h3sql::register(&ctx);
-        self.register_tables(&ctx).await?;
-        Ok(ctx)
+        let versions = self.register_tables_as_of(&ctx, None).await?;
+        Ok((ctx, versions))
     }
 
     /// Registers every table, freshly loaded, in an existing session.
@@ -541,66 +550,54 @@ fn parse_upload_id(s: &str) -> Result<UploadId> {
         .map_err(|e| Error::Internal(format!("stored upload id {s:?} is not a UUID: {e}")))
 }
 
-fn string_col(batch: &RecordBatch, i: usize) -> &deltalake::arrow::array::StringArray {
-    batch.column(i).as_string::<i32>()
-}
-
+/// `uploads` rows as the index keeps them.
 fn summaries(batch: &RecordBatch) -> Result<Vec<UploadSummary>> {
-    let (ids, devices, shas, statuses, reasons) = (
-        string_col(batch, 0),
-        string_col(batch, 1),
-        string_col(batch, 2),
-        string_col(batch, 3),
-        string_col(batch, 4),
-    );
-    let bytes = batch
-        .column(5)
-        .as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+    let ids = columns::strings(batch, "upload_id")?;
+    let devices = columns::strings(batch, "device_id")?;
+    let shas = columns::strings(batch, "sha256")?;
+    let statuses = columns::strings(batch, "status")?;
+    let reasons = columns::opt_strings(batch, "reject_reason")?;
+    let bytes = columns::i64s(batch, "bytes")?;
     (0..batch.num_rows())
         .map(|i| {
             Ok(UploadSummary {
-                bytes: u64::try_from(bytes.value(i)).unwrap_or_default(),
-                upload_id: parse_upload_id(ids.value(i))?,
-                device_id: devices.value(i).parse().map_err(Error::Internal)?,
-                sha256: shas.value(i).to_owned(),
-                status: UploadStatus::parse(statuses.value(i)).ok_or_else(|| {
-                    Error::Internal(format!("unknown upload status {:?}", statuses.value(i)))
+                bytes: u64::try_from(bytes[i]).unwrap_or_default(),
+                upload_id: parse_upload_id(&ids[i])?,
+                device_id: devices[i]
+                    .parse()
+                    .map_err(|e: IdError| Error::Internal(e.to_string()))?,
+                sha256: shas[i].clone(),
+                status: UploadStatus::parse(&statuses[i]).ok_or_else(|| {
+                    Error::Internal(format!("unknown upload status {:?}", statuses[i]))
                 })?,
-                reject_reason: (!reasons.is_null(i)).then(|| reasons.value(i).to_owned()),
+                reject_reason: reasons[i].clone(),
             })
         })
         .collect()
 }
 
+/// `devices` rows.
 fn device_records(batch: &RecordBatch) -> Result<Vec<DeviceRecord>> {
-    use deltalake::arrow::datatypes::TimestampMicrosecondType;
-    let ts = |i: usize| batch.column(i).as_primitive::<TimestampMicrosecondType>();
-    let (registered, changed) = (ts(5), ts(6));
-    let time = |v: i64| {
-        chrono::DateTime::from_timestamp_micros(v)
-            .ok_or_else(|| Error::Internal(format!("timestamp {v} out of range")))
-    };
+    let devices = columns::strings(batch, "device_id")?;
+    let contributors = columns::strings(batch, "contributor_id")?;
+    let makes = columns::strings(batch, "make")?;
+    let models = columns::strings(batch, "model")?;
+    let statuses = columns::strings(batch, "status")?;
+    let registered = columns::times(batch, "registered_at")?;
+    let changed = columns::times(batch, "changed_at")?;
+    let bad = |e: IdError| Error::Internal(e.to_string());
     (0..batch.num_rows())
         .map(|i| {
             Ok(DeviceRecord {
-                device_id: string_col(batch, 0)
-                    .value(i)
-                    .parse()
-                    .map_err(Error::Internal)?,
-                contributor_id: string_col(batch, 1)
-                    .value(i)
-                    .parse()
-                    .map_err(Error::Internal)?,
-                make: string_col(batch, 2).value(i).to_owned(),
-                model: string_col(batch, 3).value(i).to_owned(),
-                status: DeviceStatus::parse(string_col(batch, 4).value(i)).ok_or_else(|| {
-                    Error::Internal(format!(
-                        "unknown device status {:?}",
-                        string_col(batch, 4).value(i)
-                    ))
+                device_id: devices[i].parse().map_err(bad)?,
+                contributor_id: contributors[i].parse().map_err(bad)?,
+                make: makes[i].clone(),
+                model: models[i].clone(),
+                status: DeviceStatus::parse(&statuses[i]).ok_or_else(|| {
+                    Error::Internal(format!("unknown device status {:?}", statuses[i]))
                 })?,
-                registered_at: time(registered.value(i))?,
-                changed_at: time(changed.value(i))?,
+                registered_at: registered[i],
+                changed_at: changed[i],
             })
         })
         .collect()
@@ -656,11 +653,8 @@ mod tests {
             media: None,
         };
         lake.commit_upload(record, &points, &[]).await.unwrap();
-        let out = lake.query("SELECT count(*) FROM gnss").await.unwrap();
-        let n = out.batches[0]
-            .column(0)
-            .as_primitive::<deltalake::arrow::datatypes::Int64Type>()
-            .value(0);
+        let out = lake.query("SELECT count(*) AS n FROM gnss").await.unwrap();
+        let n = columns::i64s(&out.batches[0], "n").unwrap()[0];
         assert_eq!(n, 6);
         assert_eq!(
             lake.upload_summary(id).unwrap().status,

@@ -3,10 +3,8 @@
 use chrono::{TimeZone, Utc};
 use hexroad_lake::object_store::path::Path;
 use hexroad_lake::object_store::{ObjectStoreExt, PutPayload};
-use hexroad_lake::{
-    CommitOutcome, ContributorId, DeviceId, GnssPoint, Lake, UploadId, UploadKind, UploadRecord,
-    UploadStatus,
-};
+use hexroad_lake::{CommitOutcome, Lake, UploadRecord, UploadStatus};
+use hexroad_wire::{ContributorId, DeviceId, GnssPoint, UploadId, UploadKind};
 
 fn record(id: UploadId, device: u8, sha: &str) -> UploadRecord {
     UploadRecord {

@@ -1,12 +1,12 @@
 //! Reward epochs: each contributor's share of an epoch's budget for the
 //! fresh, novel, honest coverage they added, in integers that sum to the
 //! budget exactly, published as a ledger whose Merkle root lets anyone
-//! check one amount. (The epoch job over the lake arrives with issue 6's
-//! remaining work; this is its arithmetic.)
+//! check one amount.
 
 pub mod allocate;
 pub mod config;
 pub mod epoch;
+pub mod fraud;
 pub mod job;
 pub mod ledger;
 pub mod merkle;

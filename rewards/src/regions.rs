@@ -113,8 +113,8 @@ mod tests {
         )
         .unwrap();
         let regions = load(&path).unwrap();
-        let helsinki = u64::from(hexroad_lake::grid::cell_at(60.17, 24.94).unwrap());
-        let tampere = u64::from(hexroad_lake::grid::cell_at(61.5, 23.76).unwrap());
+        let helsinki = u64::from(hexroad_wire::grid::cell_at(60.17, 24.94).unwrap());
+        let tampere = u64::from(hexroad_wire::grid::cell_at(61.5, 23.76).unwrap());
         assert_eq!(multiplier_milli(&regions, helsinki), 1500);
         assert_eq!(multiplier_milli(&regions, tampere), 1000);
         std::fs::write(

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use hexroad_lake::{ContributorId, DeviceId, FrameRecord, Lake, TableName, UploadId};
+use hexroad_lake::{FrameRecord, Lake, TableName};
 use hexroad_rewards::{Epoch, RewardConfig, job};
+use hexroad_wire::{ContributorId, DeviceId, FrameId, UploadId};
 
 /// `n` published frames 3 m apart heading east from (lat, lon), at `at`.
 fn drive(
@@ -22,7 +23,7 @@ fn drive(
         .map(|i| {
             let lon = lon + step * i as f64;
             FrameRecord {
-                frame_id: format!("{upload:08x}-{i:05}"),
+                frame_id: FrameId::from_bytes(((upload << 32) | i as u128).to_be_bytes()),
                 upload_id: UploadId(uuid::Uuid::from_u128(upload)),
                 device_id: DeviceId::from_public_key(&[device; 32]),
                 contributor_id: who.parse::<ContributorId>().unwrap(),
@@ -31,7 +32,7 @@ fn drive(
                 lon,
                 heading: 90.0,
                 speed: 10.0,
-                cell: hexroad_lake::grid::cell_at(lat, lon).unwrap().into(),
+                cell: hexroad_wire::grid::cell_at(lat, lon).unwrap().into(),
                 image_key: Some(format!("frames/t/{upload}-{i}.jpg")),
                 width: 320,
                 height: 240,
@@ -115,8 +116,8 @@ async fn new_streets_pay_more_per_frame_than_streets_covered_last_week() {
         contributor_cap_pct: 100,
         ..RewardConfig::default()
     };
-    let (ctx, _) = lake.session_as_of(Utc::now()).await.unwrap();
-    let outcome = job::run(&ctx, &epoch, &config, &[]).await.unwrap();
+    let snapshot = lake.snapshot_as_of(Utc::now()).await.unwrap();
+    let outcome = job::run(&snapshot, &epoch, &config, &[]).await.unwrap();
     let amount = |who: &str| outcome.split.by_contributor[who].amount;
     let frames = |who: &str| outcome.frames[who];
     assert!(

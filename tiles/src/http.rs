@@ -193,16 +193,18 @@ async fn tile(
 }
 
 async fn frame(State(shared): State<Arc<Shared>>, Path(file): Path<String>) -> Response {
-    let id = file.strip_suffix(".jpg").unwrap_or("");
-    // Frame ids are hex and dashes; anything else cannot name one, and
-    // never reaches SQL or the store.
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+    // Only a frame id (a lowercase UUID) can name a frame; anything else
+    // never reaches the lake or the store.
+    let Some(id) = file
+        .strip_suffix(".jpg")
+        .and_then(|id| id.parse::<hexroad_wire::FrameId>().ok())
+    else {
         return error(
             StatusCode::NOT_FOUND,
             "no_such_frame",
             format!("/frames/{file}: expected /frames/<frame_id>.jpg"),
         );
-    }
+    };
     match crate::frame_image(&shared.tiles, id).await {
         Ok(Some(bytes)) => (
             [
@@ -218,7 +220,7 @@ async fn frame(State(shared): State<Arc<Shared>>, Path(file): Path<String>) -> R
             format!("no published frame {id}"),
         ),
         Err(e) => {
-            tracing::error!(error = %e, frame = id, "reading a frame");
+            tracing::error!(error = %e, frame = %id, "reading a frame");
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

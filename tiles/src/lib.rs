@@ -16,12 +16,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use h3o::{CellIndex, Resolution};
-use hexroad_lake::arrow::array::Array;
-use hexroad_lake::columns::{f64s, i64s, strings, times, u64s};
-use hexroad_lake::datafusion::prelude::SessionContext;
 use hexroad_lake::object_store::ObjectStoreExt;
-use hexroad_lake::{Lake, QueryOutput};
-use serde::Deserialize;
+use hexroad_lake::{BoundingBox, FramePoint, Lake, Snapshot};
+use hexroad_wire::{DeviceId, FrameId, UploadId};
+use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 pub use mercator::TileId;
@@ -32,7 +30,7 @@ pub const EXTENT: u32 = 4096;
 pub const BUFFER: u32 = 64;
 
 /// What tiles show and how long they are kept.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TilesConfig {
     /// The finest hexagon resolution drawn (coverage is counted at 10).
@@ -139,7 +137,7 @@ struct Cache {
     tiles: HashMap<TileId, Arc<Tile>>,
     order: VecDeque<TileId>,
     /// Uploads whose frames the cache has accounted for.
-    seen_uploads: HashSet<String>,
+    seen_uploads: HashSet<UploadId>,
     /// Bumped on every invalidation, so a render that raced one is not kept.
     generation: u64,
 }
@@ -151,10 +149,10 @@ pub struct Tiles {
     cache: Mutex<Cache>,
     /// One snapshot of the tables shared by renders, taken again after
     /// `poll_interval` or as soon as new frames are seen.
-    session: tokio::sync::Mutex<Option<(Instant, SessionContext)>>,
+    session: tokio::sync::Mutex<Option<(Instant, Snapshot)>>,
     /// Image keys of the frames drawn lately, so opening one from the map
     /// needs no scan of `frames`.
-    images: Mutex<HashMap<String, String>>,
+    images: Mutex<HashMap<FrameId, String>>,
     /// The published frames' bounds and the cache generation they were
     /// read at: the map asks every few seconds, frames land far less often.
     bounds: tokio::sync::Mutex<Option<(u64, Option<[f64; 4]>)>>,
@@ -256,40 +254,26 @@ impl Tiles {
     }
 
     async fn read_bounds(&self) -> Result<Option<[f64; 4]>> {
-        let out = self
+        Ok(self
             .lake
-            .query(
-                "SELECT min(lon) AS w, min(lat) AS s, max(lon) AS e, max(lat) AS n \
-                 FROM frames WHERE image_key IS NOT NULL",
-            )
-            .await?;
-        let Some(b) = out.batches.iter().find(|b| b.num_rows() > 0) else {
-            return Ok(None);
-        };
-        if b.column(0).is_null(0) {
-            return Ok(None);
-        }
-        Ok(Some([
-            f64s(b, "w")?[0],
-            f64s(b, "s")?[0],
-            f64s(b, "e")?[0],
-            f64s(b, "n")?[0],
-        ]))
+            .published_bounds()
+            .await?
+            .map(|b| [b.west, b.south, b.east, b.north]))
     }
 
-    fn remember_images(&self, ids: &[String], keys: &[String]) {
+    fn remember_images(&self, frames: &[FramePoint]) {
         let mut images = self.images.lock().unwrap_or_else(|e| e.into_inner());
-        if images.len() + ids.len() > REMEMBERED_IMAGES {
+        if images.len() + frames.len() > REMEMBERED_IMAGES {
             images.clear();
         }
-        for (id, key) in ids.iter().zip(keys) {
-            images.insert(id.clone(), key.clone());
+        for f in frames {
+            images.insert(f.frame_id, f.image_key.clone());
         }
     }
 
-    fn remembered_image(&self, frame_id: &str) -> Option<String> {
+    fn remembered_image(&self, frame_id: FrameId) -> Option<String> {
         let images = self.images.lock().unwrap_or_else(|e| e.into_inner());
-        images.get(frame_id).cloned()
+        images.get(&frame_id).cloned()
     }
 
     /// Whether the cache holds this tile now.
@@ -299,34 +283,26 @@ impl Tiles {
 
     /// Renders a tile from the lake, bypassing the cache.
     pub async fn render(&self, id: TileId) -> Result<Tile> {
-        let ctx = self.session().await?;
-        self.render_in(&ctx, id).await
+        let snapshot = self.snapshot().await?;
+        self.render_in(&snapshot, id).await
     }
 
-    async fn session(&self) -> Result<SessionContext> {
+    /// The snapshot tiles are rendered from, renewed at most once a poll.
+    async fn snapshot(&self) -> Result<Snapshot> {
         let mut held = self.session.lock().await;
-        if let Some((at, ctx)) = &*held
+        if let Some((at, snapshot)) = &*held
             && at.elapsed() < self.config.poll_interval
         {
-            return Ok(ctx.clone());
+            return Ok(snapshot.clone());
         }
-        let ctx = self.lake.session().await?;
-        *held = Some((Instant::now(), ctx.clone()));
-        Ok(ctx)
+        let snapshot = self.lake.snapshot().await?;
+        *held = Some((Instant::now(), snapshot.clone()));
+        Ok(snapshot)
     }
 
     /// Renders a tile in a session the caller holds: many tiles from one
     /// snapshot of the tables, as an export wants.
-    pub async fn render_in(&self, ctx: &SessionContext, id: TileId) -> Result<Tile> {
-        let query = |sql: String| {
-            let ctx = ctx.clone();
-            async move {
-                let frame = ctx.sql(&sql).await.map_err(hexroad_lake::Error::from)?;
-                let schema = Arc::new(frame.schema().as_arrow().clone());
-                let batches = frame.collect().await.map_err(hexroad_lake::Error::from)?;
-                Ok::<_, Error>(QueryOutput { schema, batches })
-            }
-        };
+    pub async fn render_in(&self, snapshot: &Snapshot, id: TileId) -> Result<Tile> {
         let now = Utc::now();
         let mut coverage = mvt::Layer::new("coverage", EXTENT);
         let mut frames = mvt::Layer::new("frames", EXTENT);
@@ -336,122 +312,80 @@ impl Tiles {
 
         // Coverage: hexagons at the zoom's resolution, from every published
         // frame of every cell that reaches into the (buffered) tile.
-        let res = self.config.resolution(id.z);
-        let margin_m = 2.5 * Resolution::try_from(res).map_or(0.0, Resolution::edge_length_m);
-        let bbox = widen(id, margin_m);
-        let out = query(format!(
-            "SELECT h3_cell_to_parent(cell, {res}) AS cell, count(*) AS frames, \
-             count(DISTINCT contributor_id) AS contributors, \
-             min(ts) AS first_seen, max(ts) AS last_seen \
-             FROM frames WHERE image_key IS NOT NULL AND {} \
-             GROUP BY h3_cell_to_parent(cell, {res})",
-            bbox_sql(bbox)
-        ))
-        .await?;
-        for b in &out.batches {
-            let cell = u64s(b, "cell")?;
-            let n = i64s(b, "frames")?;
-            let who = i64s(b, "contributors")?;
-            let first = times(b, "first_seen")?;
-            let last = times(b, "last_seen")?;
-            for i in 0..b.num_rows() {
-                let Ok(index) = CellIndex::try_from(cell[i]) else {
-                    continue;
-                };
-                let ring: Vec<[f64; 2]> = index
-                    .boundary()
-                    .iter()
-                    .map(|ll| id.project(ll.lat(), ll.lng(), EXTENT))
-                    .collect();
-                let clipped = mercator::clip_ring(&ring, lo, hi);
-                if clipped.len() < 3 {
+        let res = Resolution::try_from(self.config.resolution(id.z)).unwrap_or(Resolution::Zero);
+        let margin_m = 2.5 * res.edge_length_m();
+        for c in snapshot.coverage_in(widen(id, margin_m), res).await? {
+            let ring: Vec<[f64; 2]> = c
+                .cell
+                .boundary()
+                .iter()
+                .map(|ll| id.project(ll.lat(), ll.lng(), EXTENT))
+                .collect();
+            let clipped = mercator::clip_ring(&ring, lo, hi);
+            if clipped.len() < 3 {
+                continue;
+            }
+            let geometry = mvt::Geometry::Polygon(vec![round(&clipped)]);
+            let cell = u64::from(c.cell);
+            coverage.add(
+                Some(cell),
+                &geometry,
+                &[
+                    ("cell", mvt::Value::String(cell.to_string())),
+                    ("res", mvt::Value::Uint(u8::from(res).into())),
+                    ("frames", mvt::Value::Uint(c.frames)),
+                    ("contributors", mvt::Value::Uint(c.contributors)),
+                    ("first_seen", mvt::Value::String(iso(c.first_seen))),
+                    ("last_seen", mvt::Value::String(iso(c.last_seen))),
+                    (
+                        "freshness_days",
+                        mvt::Value::Double(
+                            ((now - c.last_seen).num_seconds() as f64 / 86_400.0 * 100.0).round()
+                                / 100.0,
+                        ),
+                    ),
+                ],
+            );
+        }
+
+        // Frames: one point each, with what the map needs to open it.
+        if id.z >= self.config.frames_minzoom {
+            let points = snapshot.frames_in(widen(id, 0.0)).await?;
+            self.remember_images(&points);
+            for f in points {
+                let p = id.project(f.lat, f.lon, EXTENT);
+                if !(lo..hi).contains(&p[0]) || !(lo..hi).contains(&p[1]) {
                     continue;
                 }
-                let geometry = mvt::Geometry::Polygon(vec![round(&clipped)]);
-                coverage.add(
-                    Some(cell[i]),
-                    &geometry,
+                frames.add(
+                    None,
+                    &mvt::Geometry::Points(vec![[p[0].round() as i32, p[1].round() as i32]]),
                     &[
-                        ("cell", mvt::Value::String(cell[i].to_string())),
-                        ("res", mvt::Value::Uint(res.into())),
-                        ("frames", mvt::Value::Uint(n[i] as u64)),
-                        ("contributors", mvt::Value::Uint(who[i] as u64)),
-                        ("first_seen", mvt::Value::String(iso(first[i]))),
-                        ("last_seen", mvt::Value::String(iso(last[i]))),
+                        ("frame_id", mvt::Value::String(f.frame_id.to_string())),
+                        ("ts", mvt::Value::String(iso(f.ts))),
+                        ("heading", mvt::Value::Double(f.heading)),
                         (
-                            "freshness_days",
-                            mvt::Value::Double(
-                                ((now - last[i]).num_seconds() as f64 / 86_400.0 * 100.0).round()
-                                    / 100.0,
-                            ),
+                            "contributor_id",
+                            mvt::Value::String(f.contributor_id.to_string()),
+                        ),
+                        (
+                            "image_url",
+                            mvt::Value::String(format!("/frames/{}.jpg", f.frame_id)),
                         ),
                     ],
                 );
             }
         }
 
-        // Frames: one point each, with what the map needs to open it.
-        if id.z >= self.config.frames_minzoom {
-            let out = query(format!(
-                "SELECT frame_id, ts, heading, lat, lon, contributor_id, image_key FROM frames \
-                 WHERE image_key IS NOT NULL AND {} ORDER BY ts",
-                bbox_sql(widen(id, 0.0))
-            ))
-            .await?;
-            for b in &out.batches {
-                let ids = strings(b, "frame_id")?;
-                let ts = times(b, "ts")?;
-                let heading = f64s(b, "heading")?;
-                let lat = f64s(b, "lat")?;
-                let lon = f64s(b, "lon")?;
-                let who = strings(b, "contributor_id")?;
-                self.remember_images(&ids, &strings(b, "image_key")?);
-                for i in 0..b.num_rows() {
-                    let p = id.project(lat[i], lon[i], EXTENT);
-                    if !(lo..hi).contains(&p[0]) || !(lo..hi).contains(&p[1]) {
-                        continue;
-                    }
-                    frames.add(
-                        None,
-                        &mvt::Geometry::Points(vec![[p[0].round() as i32, p[1].round() as i32]]),
-                        &[
-                            ("frame_id", mvt::Value::String(ids[i].clone())),
-                            ("ts", mvt::Value::String(iso(ts[i]))),
-                            ("heading", mvt::Value::Double(heading[i])),
-                            ("contributor_id", mvt::Value::String(who[i].clone())),
-                            (
-                                "image_url",
-                                mvt::Value::String(format!("/frames/{}.jpg", ids[i])),
-                            ),
-                        ],
-                    );
-                }
-            }
-        }
-
         // Tracks: each accepted drive's fixes as a line, simplified to half
         // a screen pixel at this zoom.
         if id.z >= self.config.tracks_minzoom {
-            let out = query(format!(
-                "SELECT upload_id, device_id, lat, lon FROM gnss \
-                 WHERE {} AND upload_id IN \
-                   (SELECT upload_id FROM uploads WHERE status = 'accepted') \
-                 ORDER BY upload_id, ts",
-                bbox_sql(widen(id, 200.0))
-            ))
-            .await?;
-            let mut lines: Vec<(String, String, Vec<[f64; 2]>)> = Vec::new();
-            for b in &out.batches {
-                let upload = strings(b, "upload_id")?;
-                let device = strings(b, "device_id")?;
-                let lat = f64s(b, "lat")?;
-                let lon = f64s(b, "lon")?;
-                for i in 0..b.num_rows() {
-                    let p = id.project(lat[i], lon[i], EXTENT);
-                    match lines.last_mut() {
-                        Some((u, _, pts)) if *u == upload[i] => pts.push(p),
-                        _ => lines.push((upload[i].clone(), device[i].clone(), vec![p])),
-                    }
+            let mut lines: Vec<(UploadId, DeviceId, Vec<[f64; 2]>)> = Vec::new();
+            for fix in snapshot.track_fixes_in(widen(id, 200.0)).await? {
+                let p = id.project(fix.lat, fix.lon, EXTENT);
+                match lines.last_mut() {
+                    Some((u, _, pts)) if *u == fix.upload_id => pts.push(p),
+                    _ => lines.push((fix.upload_id, fix.device_id, vec![p])),
                 }
             }
             let tolerance = f64::from(EXTENT) / 256.0 / 2.0;
@@ -465,8 +399,8 @@ impl Tiles {
                     None,
                     &mvt::Geometry::Lines(parts),
                     &[
-                        ("upload_id", mvt::Value::String(upload)),
-                        ("device_id", mvt::Value::String(device)),
+                        ("upload_id", mvt::Value::String(upload.to_string())),
+                        ("device_id", mvt::Value::String(device.to_string())),
                     ],
                 );
             }
@@ -486,16 +420,8 @@ impl Tiles {
         })
     }
 
-    async fn processed_uploads(&self) -> Result<HashSet<String>> {
-        let out = self
-            .lake
-            .query("SELECT DISTINCT upload_id FROM processing")
-            .await?;
-        let mut set = HashSet::new();
-        for b in &out.batches {
-            set.extend(strings(b, "upload_id")?);
-        }
-        Ok(set)
+    async fn processed_uploads(&self) -> Result<HashSet<UploadId>> {
+        Ok(self.lake.processed_uploads().await?)
     }
 
     /// Looks for uploads processed since the last look and forgets the
@@ -503,7 +429,7 @@ impl Tiles {
     /// how many tiles were forgotten.
     pub async fn refresh(&self) -> Result<usize> {
         let processed = self.processed_uploads().await?;
-        let new: Vec<String> = {
+        let new: Vec<UploadId> = {
             let cache = self.lock();
             processed
                 .iter()
@@ -514,18 +440,7 @@ impl Tiles {
         if new.is_empty() {
             return Ok(0);
         }
-        // Upload ids are UUIDs from the lake; quoting keeps it SQL either way.
-        let list = new
-            .iter()
-            .map(|u| format!("'{}'", u.replace('\'', "''")))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let cells = self
-            .cells(&format!(
-                "SELECT DISTINCT cell FROM frames \
-                 WHERE image_key IS NOT NULL AND upload_id IN ({list})"
-            ))
-            .await?;
+        let cells = self.lake.published_cells(&new).await?;
         let stale = self.tiles_touched(&cells);
         // A fresh snapshot first, so no render after this sees the old one.
         *self.session.lock().await = None;
@@ -566,34 +481,14 @@ impl Tiles {
     }
 
     /// The H3 cells a `SELECT DISTINCT cell …` answers.
-    async fn cells(&self, sql: &str) -> Result<Vec<CellIndex>> {
-        let out = self.lake.query(sql).await?;
-        let mut cells = Vec::new();
-        for b in &out.batches {
-            cells.extend(
-                u64s(b, "cell")?
-                    .into_iter()
-                    .filter_map(|c| CellIndex::try_from(c).ok()),
-            );
-        }
-        Ok(cells)
-    }
-
     /// The tiles with any content: those every published frame touches
     /// (coverage and frames) and, from `tracks_minzoom`, those every
     /// accepted GNSS fix falls in (with the buffer), from `minzoom` to
     /// `maxzoom`.
     pub async fn tiles_with_content(&self, minzoom: u8, maxzoom: u8) -> Result<Vec<TileId>> {
-        let frames = self
-            .cells("SELECT DISTINCT cell FROM frames WHERE image_key IS NOT NULL")
-            .await?;
+        let frames = self.lake.all_published_cells().await?;
         let mut all = self.tiles_touched(&frames);
-        let fixes = self
-            .cells(
-                "SELECT DISTINCT cell FROM gnss WHERE upload_id IN \
-                 (SELECT upload_id FROM uploads WHERE status = 'accepted')",
-            )
-            .await?;
+        let fixes = self.lake.all_track_cells().await?;
         for c in fixes {
             let ll = h3o::LatLng::from(c);
             for z in self.config.tracks_minzoom..=self.config.maxzoom {
@@ -609,11 +504,11 @@ impl Tiles {
     }
 
     /// Runs [`Tiles::refresh`] every `poll_interval` until `stop` is true.
-    pub async fn watch(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn watch(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(self.config.poll_interval) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                () = stop.cancelled() => return,
             }
             match self.refresh().await {
                 Ok(0) => {}
@@ -653,23 +548,19 @@ fn tiles_reached(out: &mut HashSet<TileId>, z: u8, points: impl Iterator<Item = 
 }
 
 /// The tile's bounds widened by `margin_m` metres and the tile buffer.
-fn widen(id: TileId, margin_m: f64) -> [f64; 4] {
+fn widen(id: TileId, margin_m: f64) -> BoundingBox {
     let [w, s, e, n] = id.bounds();
     let buffer = f64::from(BUFFER) / f64::from(EXTENT);
     let (dx, dy) = ((e - w) * buffer, (n - s) * buffer);
     let lat_m = margin_m / 111_320.0;
     let widest = s.abs().max(n.abs()).min(89.0).to_radians().cos();
     let lon_m = margin_m / (111_320.0 * widest);
-    [
-        w - dx - lon_m,
-        s - dy - lat_m,
-        e + dx + lon_m,
-        n + dy + lat_m,
-    ]
-}
-
-fn bbox_sql([w, s, e, n]: [f64; 4]) -> String {
-    format!("lat BETWEEN {s} AND {n} AND lon BETWEEN {w} AND {e}")
+    BoundingBox {
+        south: s - dy - lat_m,
+        north: n + dy + lat_m,
+        west: w - dx - lon_m,
+        east: e + dx + lon_m,
+    }
 }
 
 fn round(points: &[[f64; 2]]) -> Vec<[i32; 2]> {
@@ -693,32 +584,13 @@ pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 /// The anonymized JPEG of a published frame; `None` when no published frame
 /// has this id. Only keys under `frames/` are ever read.
-pub async fn frame_image(tiles: &Tiles, frame_id: &str) -> Result<Option<bytes::Bytes>> {
-    if !frame_id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-        return Ok(None);
-    }
+pub async fn frame_image(tiles: &Tiles, frame_id: FrameId) -> Result<Option<bytes::Bytes>> {
     let key = match tiles.remembered_image(frame_id) {
         Some(key) => key,
-        None => {
-            let out = tiles
-                .lake
-                .query(&format!(
-                    "SELECT image_key FROM frames WHERE frame_id = '{frame_id}' \
-                     AND image_key IS NOT NULL LIMIT 1"
-                ))
-                .await?;
-            let found = out
-                .batches
-                .iter()
-                .find(|b| b.num_rows() > 0)
-                .map(|b| strings(b, "image_key"))
-                .transpose()?
-                .and_then(|keys| keys.into_iter().next());
-            match found {
-                Some(key) => key,
-                None => return Ok(None),
-            }
-        }
+        None => match tiles.lake.frame_image_key(frame_id).await? {
+            Some(key) => key,
+            None => return Ok(None),
+        },
     };
     if !key.starts_with("frames/") || key.contains("..") {
         return Ok(None);

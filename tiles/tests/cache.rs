@@ -4,11 +4,9 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use hexroad_lake::{
-    ContributorId, DeviceId, FrameRecord, Lake, ProcessingRecord, ProcessingStatus, TableName,
-    UploadId,
-};
+use hexroad_lake::{FrameRecord, Lake, ProcessingRecord, ProcessingStatus, TableName};
 use hexroad_tiles::{TileId, Tiles, TilesConfig};
+use hexroad_wire::{ContributorId, DeviceId, FrameId, UploadId};
 
 /// Publishes `points` as one upload's frames, then its verdict, in the
 /// order the vision worker commits them.
@@ -19,7 +17,7 @@ async fn publish(lake: &Lake, upload: u128, points: &[(f64, f64)]) -> Vec<h3o::C
         .iter()
         .enumerate()
         .map(|(i, &(lat, lon))| FrameRecord {
-            frame_id: format!("{:032x}", upload.0.as_u128() + i as u128),
+            frame_id: FrameId::from_bytes((upload.0.as_u128() + i as u128).to_be_bytes()),
             upload_id: upload,
             device_id: DeviceId::from_public_key(&[7; 32]),
             contributor_id: "contributor-1".parse::<ContributorId>().unwrap(),
@@ -28,7 +26,7 @@ async fn publish(lake: &Lake, upload: u128, points: &[(f64, f64)]) -> Vec<h3o::C
             lon,
             heading: 90.0,
             speed: 10.0,
-            cell: hexroad_lake::grid::cell_at(lat, lon).unwrap().into(),
+            cell: hexroad_wire::grid::cell_at(lat, lon).unwrap().into(),
             image_key: Some(format!("frames/x/{i}.jpg")),
             width: 320,
             height: 240,
@@ -67,7 +65,7 @@ async fn publish(lake: &Lake, upload: u128, points: &[(f64, f64)]) -> Vec<h3o::C
     .unwrap();
     points
         .iter()
-        .map(|&(lat, lon)| hexroad_lake::grid::cell_at(lat, lon).unwrap())
+        .map(|&(lat, lon)| hexroad_wire::grid::cell_at(lat, lon).unwrap())
         .collect()
 }
 

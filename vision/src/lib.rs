@@ -10,12 +10,17 @@
 
 pub mod anonymize;
 pub mod blur;
+mod bundle;
+mod claim;
 pub mod decode;
+mod dedupe;
 pub mod detect;
 mod error;
 pub mod image_ops;
+mod job;
 pub mod onnx_shape;
 pub mod sample;
+pub mod settings;
 pub mod tensor;
 pub mod video;
 pub mod worker;
@@ -23,7 +28,9 @@ pub mod worker;
 pub use blur::MaskConfig;
 pub use detect::{Action, DecoderKind, Detection, Detector, DetectorConfig, InputSize, Provider};
 pub use error::{Error, Result};
-pub use worker::{VisionConfig, Worker};
+pub use job::frame_id;
+pub use settings::VisionConfig;
+pub use worker::{Pass, Worker};
 
 /// Every detector's input for `frame`, for [`Anonymizer::anonymize_prepared`].
 pub fn prepare_all(

@@ -6,8 +6,8 @@
 //! jitter while parked does not add up to "travel".
 
 use chrono::{DateTime, Utc};
-use hexroad_lake::GnssPoint;
-use hexroad_lake::grid::{bearing_deg, haversine_m};
+use hexroad_wire::GnssPoint;
+use hexroad_wire::grid::{bearing_deg, haversine_m};
 
 /// Position and motion of the camera at one instant.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -474,3 +474,87 @@ mod tests {
         assert!(parse(b"<html></html>", TrackFormat::Gpx).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn points() -> impl Strategy<Value = Vec<GnssPoint>> {
+        proptest::collection::vec(
+            (
+                -89.0f64..89.0,
+                -179.0f64..179.0,
+                0.0f64..70.0,
+                0.0f64..359.9,
+                0.1f64..20.0,
+            ),
+            1..40,
+        )
+        .prop_map(|fixes| {
+            let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).unwrap();
+            fixes
+                .into_iter()
+                .enumerate()
+                .map(|(i, (lat, lon, speed, heading, hdop))| GnssPoint {
+                    ts: t0 + chrono::Duration::seconds(i as i64),
+                    lat,
+                    lon,
+                    alt: Some(10.0),
+                    speed: Some(speed),
+                    heading: Some(heading),
+                    hdop: Some((hdop * 10.0).round() / 10.0),
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// Arbitrary bytes never panic either parser.
+        #[test]
+        fn any_bytes_are_read_or_refused(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse(&bytes, TrackFormat::Gpx);
+            let _ = parse(&bytes, TrackFormat::Nmea);
+        }
+
+        /// A real document cut anywhere, or with one byte changed, is read
+        /// or refused with the line it failed at, never a panic.
+        #[test]
+        fn damaged_tracks_are_read_or_refused(
+            pts in points(),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            for doc in [write_gpx(&pts, "p").into_bytes(), write_nmea(&pts).into_bytes()] {
+                let format = if doc.starts_with(b"<") { TrackFormat::Gpx } else { TrackFormat::Nmea };
+                let mut short = doc.clone();
+                short.truncate(cut.index(doc.len()));
+                if let Err(e) = parse(&short, format) {
+                    prop_assert!(e.line >= 1);
+                }
+                let mut changed = doc.clone();
+                changed[flip.index(doc.len())] = byte;
+                if let Err(e) = parse(&changed, format) {
+                    prop_assert!(e.line >= 1);
+                }
+            }
+        }
+
+        /// What hexroad writes, it reads back: same times, same places.
+        #[test]
+        fn written_tracks_read_back(pts in points()) {
+            let gpx = parse(write_gpx(&pts, "p").as_bytes(), TrackFormat::Gpx).unwrap();
+            let nmea = parse(write_nmea(&pts).as_bytes(), TrackFormat::Nmea).unwrap();
+            prop_assert_eq!(gpx.len(), pts.len());
+            prop_assert_eq!(nmea.len(), pts.len());
+            for ((a, g), n) in pts.iter().zip(&gpx).zip(&nmea) {
+                prop_assert_eq!(a.ts, g.ts);
+                prop_assert_eq!(a.ts, n.ts);
+                prop_assert!((a.lat - g.lat).abs() < 1e-6 && (a.lon - g.lon).abs() < 1e-6);
+                prop_assert!((a.lat - n.lat).abs() < 1e-5 && (a.lon - n.lon).abs() < 1e-5);
+            }
+        }
+    }
+}

@@ -1,6 +1,23 @@
+//! Validated ids: a raw string or integer never stands for a device, a
+//! contributor, an upload or a frame.
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+/// Why a text is not a valid id of its kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// Device ids are the hex of an ed25519 public key.
+    #[error("device id must be 64 lowercase hex digits (an ed25519 public key), got {0:?}")]
+    Device(String),
+    /// Contributor ids are account names of a restricted alphabet.
+    #[error("contributor id must be 1-128 characters of [A-Za-z0-9-_.:@], got {0:?}")]
+    Contributor(String),
+    /// Upload and frame ids are UUIDs in their hyphenated form.
+    #[error("{what} id must be a UUID, got {text:?}")]
+    Uuid { what: &'static str, text: String },
+}
 
 /// A device's identity: the lowercase hex of its ed25519 public key.
 ///
@@ -32,24 +49,22 @@ impl DeviceId {
 }
 
 impl TryFrom<String> for DeviceId {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
         if s.len() == 64
             && s.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             Ok(Self(s))
         } else {
-            Err(format!(
-                "device id must be 64 lowercase hex digits (an ed25519 public key), got {s:?}"
-            ))
+            Err(IdError::Device(s))
         }
     }
 }
 
 impl std::str::FromStr for DeviceId {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
         Self::try_from(s.to_owned())
     }
 }
@@ -78,8 +93,8 @@ impl ContributorId {
 }
 
 impl TryFrom<String> for ContributorId {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
         let ok = !s.is_empty()
             && s.len() <= 128
             && s.bytes()
@@ -87,16 +102,14 @@ impl TryFrom<String> for ContributorId {
         if ok {
             Ok(Self(s))
         } else {
-            Err(format!(
-                "contributor id must be 1-128 characters of [A-Za-z0-9-_.:@], got {s:?}"
-            ))
+            Err(IdError::Contributor(s))
         }
     }
 }
 
 impl std::str::FromStr for ContributorId {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
         Self::try_from(s.to_owned())
     }
 }
@@ -124,13 +137,67 @@ impl UploadId {
 }
 
 impl std::str::FromStr for UploadId {
-    type Err = uuid::Error;
-    fn from_str(s: &str) -> Result<Self, uuid::Error> {
-        uuid::Uuid::parse_str(s).map(Self)
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        uuid::Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|_| IdError::Uuid {
+                what: "upload",
+                text: s.to_owned(),
+            })
     }
 }
 
 impl fmt::Display for UploadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// One sampled frame: derived from its upload and its index in it, so a
+/// retry names the same frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct FrameId(uuid::Uuid);
+
+impl FrameId {
+    /// The id made of these 16 bytes (a digest's prefix).
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(uuid::Uuid::from_bytes(bytes))
+    }
+}
+
+impl std::str::FromStr for FrameId {
+    type Err = IdError;
+    /// Only the lowercase hyphenated form hexroad writes is accepted, so a
+    /// frame has exactly one name (and one image URL).
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let bad = || IdError::Uuid {
+            what: "frame",
+            text: s.to_owned(),
+        };
+        let id = uuid::Uuid::try_parse(s).map_err(|_| bad())?;
+        if id.hyphenated().to_string() != s {
+            return Err(bad());
+        }
+        Ok(Self(id))
+    }
+}
+
+impl TryFrom<String> for FrameId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        s.parse()
+    }
+}
+
+impl From<FrameId> for String {
+    fn from(id: FrameId) -> String {
+        id.to_string()
+    }
+}
+
+impl fmt::Display for FrameId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.hyphenated().fmt(f)
     }
@@ -162,6 +229,16 @@ mod tests {
     fn device_id_refuses_non_hex() {
         assert!("xyz".parse::<DeviceId>().is_err());
         assert!("A".repeat(64).parse::<DeviceId>().is_err());
+    }
+
+    #[test]
+    fn frame_id_has_one_spelling() {
+        let id = FrameId::from_bytes([0xab; 16]);
+        let text = id.to_string();
+        assert_eq!(text.parse::<FrameId>().unwrap(), id);
+        assert!(text.to_ascii_uppercase().parse::<FrameId>().is_err());
+        assert!(text.replace('-', "").parse::<FrameId>().is_err());
+        assert!("../raw/x".parse::<FrameId>().is_err());
     }
 
     #[test]

@@ -24,16 +24,17 @@ use arrow_flight::{
     Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
     IpcMessage, SchemaAsIpc, Ticket,
 };
-use deltalake::arrow::array::RecordBatch;
-use deltalake::arrow::datatypes::{Schema, SchemaRef};
-use deltalake::arrow::ipc::writer::IpcWriteOptions;
 use futures::{Stream, TryStreamExt};
+use hexroad_lake::arrow::array::RecordBatch;
+use hexroad_lake::arrow::datatypes::{Schema, SchemaRef};
+use hexroad_lake::arrow::ipc::writer::IpcWriteOptions;
 use prost::Message;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
+use hexroad_lake::{Error, Lake, Refusal, TableName};
+
 use crate::http::SqlService;
-use crate::{Error, Lake, Refusal, TableName};
 
 /// The one catalog and schema every table and view is in (DataFusion's
 /// defaults, so `datafusion.public.frames` also names a table).
@@ -138,10 +139,10 @@ impl FlightSql {
             tables.push((
                 name.as_str().to_owned(),
                 "TABLE",
-                crate::schema::schema(name),
+                hexroad_lake::schema::schema(name),
             ));
         }
-        for (name, _) in crate::views::VIEWS {
+        for (name, _) in hexroad_lake::views::VIEWS {
             let frame = ctx
                 .table(*name)
                 .await
@@ -272,7 +273,7 @@ impl FlightSqlService for FlightSql {
         let schema = self.schema_of(&query.query).await?;
         let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
             .try_into()
-            .map_err(|e: deltalake::arrow::error::ArrowError| {
+            .map_err(|e: hexroad_lake::arrow::error::ArrowError| {
                 Status::internal(format!("encoding the schema: {e}"))
             })?;
         Ok(ActionCreatePreparedStatementResult {

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
 
-use crate::{Error, Lake, OutputFormat, QueryLimits, Refusal, render_batches};
+use hexroad_lake::{Error, Lake, OutputFormat, QueryLimits, Refusal, render_batches};
 
 /// Who may query, and within what.
 #[derive(Debug, Clone, Default)]
@@ -128,8 +128,8 @@ async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     if accept.contains("application/vnd.apache.arrow.stream") {
         let schema = Arc::clone(&output.schema);
         let mut buf = Vec::new();
-        let written = (|| -> Result<(), crate::arrow::error::ArrowError> {
-            let mut w = crate::arrow::ipc::writer::StreamWriter::try_new(&mut buf, &schema)?;
+        let written = (|| -> Result<(), hexroad_lake::arrow::error::ArrowError> {
+            let mut w = hexroad_lake::arrow::ipc::writer::StreamWriter::try_new(&mut buf, &schema)?;
             for b in &output.batches {
                 w.write(b)?;
             }
@@ -141,11 +141,10 @@ async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
                 buf,
             )
                 .into_response(),
-            Err(e) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("encoding Arrow IPC: {e}"),
-            ),
+            Err(e) => {
+                tracing::error!(error = %e, "POST /v1/sql: encoding Arrow IPC");
+                internal()
+            }
         };
     }
     let (format, content_type) = if accept.contains("text/csv") {
@@ -155,8 +154,20 @@ async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     };
     match render_batches(&output.batches, format) {
         Ok(text) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Err(e) => {
+            tracing::error!(error = %e.full_message(), "POST /v1/sql: rendering the answer");
+            internal()
+        }
     }
+}
+
+/// A fault on the server's side: the cause is logged, never sent.
+fn internal() -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the answer could not be sent; see the server log",
+    )
 }
 
 fn query_error(e: &Error) -> Response {

@@ -1,0 +1,242 @@
+//! What the map reads: coverage, frames and tracks inside a tile, the
+//! published extent, the cells new frames fall in, and a frame's image.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use h3o::CellIndex;
+
+use super::{BoundingBox, Snapshot, cells, stored};
+use crate::columns::{f64s, i64s, opt_f64s, strings, times, u64s};
+use crate::{ContributorId, DeviceId, FrameId, Lake, Result, UploadId};
+
+/// One hexagon of the coverage layer: the published frames in a cell.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CoverageCell {
+    pub cell: CellIndex,
+    pub frames: u64,
+    pub contributors: u64,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+}
+
+/// A published frame as the map draws it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FramePoint {
+    pub frame_id: FrameId,
+    pub ts: DateTime<Utc>,
+    pub heading: f64,
+    pub lat: f64,
+    pub lon: f64,
+    pub contributor_id: ContributorId,
+    pub image_key: String,
+}
+
+/// One fix of an accepted track, as the map draws it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackFix {
+    pub upload_id: UploadId,
+    pub device_id: DeviceId,
+    pub lat: f64,
+    pub lon: f64,
+}
+
+impl Snapshot {
+    /// Published frames inside `area`, grouped by their cell at `resolution`.
+    pub async fn coverage_in(
+        &self,
+        area: BoundingBox,
+        resolution: h3o::Resolution,
+    ) -> Result<Vec<CoverageCell>> {
+        let batches = self
+            .read(
+                "SELECT cell, count(*) AS frames, count(DISTINCT contributor_id) AS contributors, \
+                 min(ts) AS first_seen, max(ts) AS last_seen FROM \
+                 (SELECT h3_cell_to_parent(cell, $1) AS cell, contributor_id, ts FROM frames \
+                  WHERE image_key IS NOT NULL AND lat BETWEEN $2 AND $3 AND lon BETWEEN $4 AND $5) \
+                 GROUP BY cell",
+                vec![
+                    i64::from(u8::from(resolution)).into(),
+                    area.south.into(),
+                    area.north.into(),
+                    area.west.into(),
+                    area.east.into(),
+                ],
+            )
+            .await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let cell = u64s(b, "cell")?;
+            let frames = i64s(b, "frames")?;
+            let contributors = i64s(b, "contributors")?;
+            let first = times(b, "first_seen")?;
+            let last = times(b, "last_seen")?;
+            for r in 0..b.num_rows() {
+                let Ok(cell) = CellIndex::try_from(cell[r]) else {
+                    continue;
+                };
+                out.push(CoverageCell {
+                    cell,
+                    frames: frames[r].unsigned_abs(),
+                    contributors: contributors[r].unsigned_abs(),
+                    first_seen: first[r],
+                    last_seen: last[r],
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Published frames inside `area`, oldest first.
+    pub async fn frames_in(&self, area: BoundingBox) -> Result<Vec<FramePoint>> {
+        let batches = self
+            .read(
+                "SELECT frame_id, ts, heading, lat, lon, contributor_id, image_key FROM frames \
+                 WHERE image_key IS NOT NULL AND lat BETWEEN $1 AND $2 AND lon BETWEEN $3 AND $4 \
+                 ORDER BY ts",
+                area.params(),
+            )
+            .await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let ids = strings(b, "frame_id")?;
+            let ts = times(b, "ts")?;
+            let heading = f64s(b, "heading")?;
+            let lat = f64s(b, "lat")?;
+            let lon = f64s(b, "lon")?;
+            let who = strings(b, "contributor_id")?;
+            let keys = strings(b, "image_key")?;
+            for r in 0..b.num_rows() {
+                out.push(FramePoint {
+                    frame_id: stored(&ids[r], "frame id")?,
+                    ts: ts[r],
+                    heading: heading[r],
+                    lat: lat[r],
+                    lon: lon[r],
+                    contributor_id: stored(&who[r], "contributor id")?,
+                    image_key: keys[r].clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fixes of accepted uploads inside `area`, by upload then time.
+    pub async fn track_fixes_in(&self, area: BoundingBox) -> Result<Vec<TrackFix>> {
+        let batches = self
+            .read(
+                "SELECT upload_id, device_id, lat, lon FROM gnss \
+                 WHERE lat BETWEEN $1 AND $2 AND lon BETWEEN $3 AND $4 AND upload_id IN \
+                   (SELECT upload_id FROM uploads WHERE status = 'accepted') \
+                 ORDER BY upload_id, ts",
+                area.params(),
+            )
+            .await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let uploads = strings(b, "upload_id")?;
+            let devices = strings(b, "device_id")?;
+            let lat = f64s(b, "lat")?;
+            let lon = f64s(b, "lon")?;
+            for r in 0..b.num_rows() {
+                out.push(TrackFix {
+                    upload_id: stored(&uploads[r], "upload id")?,
+                    device_id: stored(&devices[r], "device id")?,
+                    lat: lat[r],
+                    lon: lon[r],
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Lake {
+    /// The box around every published frame; `None` before the first.
+    pub async fn published_bounds(&self) -> Result<Option<BoundingBox>> {
+        let batches = self
+            .read(
+                "SELECT min(lon) AS w, min(lat) AS s, max(lon) AS e, max(lat) AS n \
+                 FROM frames WHERE image_key IS NOT NULL",
+                Vec::new(),
+            )
+            .await?;
+        for b in batches.iter().filter(|b| b.num_rows() > 0) {
+            let [w, s, e, n] = ["w", "s", "e", "n"].map(|c| opt_f64s(b, c));
+            if let (Some(west), Some(south), Some(east), Some(north)) = (w?[0], s?[0], e?[0], n?[0])
+            {
+                return Ok(Some(BoundingBox {
+                    south,
+                    north,
+                    west,
+                    east,
+                }));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Lake {
+    /// The `frames/…` key of a published frame's JPEG, `None` when no
+    /// published frame has this id.
+    pub async fn frame_image_key(&self, frame: FrameId) -> Result<Option<String>> {
+        let batches = self
+            .read(
+                "SELECT image_key FROM frames WHERE frame_id = $1 \
+                 AND image_key IS NOT NULL LIMIT 1",
+                vec![frame.to_string().into()],
+            )
+            .await?;
+        match batches.iter().find(|b| b.num_rows() > 0) {
+            Some(b) => Ok(strings(b, "image_key")?.into_iter().next()),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Lake {
+    /// Every upload the vision stage has given a verdict.
+    pub async fn processed_uploads(&self) -> Result<HashSet<UploadId>> {
+        let batches = self
+            .read("SELECT DISTINCT upload_id FROM processing", Vec::new())
+            .await?;
+        let mut out = HashSet::new();
+        for b in &batches {
+            for id in strings(b, "upload_id")? {
+                out.insert(stored(&id, "upload id")?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The resolution-15 cells of the frames `uploads` published.
+    pub async fn published_cells(&self, uploads: &[UploadId]) -> Result<Vec<CellIndex>> {
+        if uploads.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One placeholder per id: the text grows with the list, never with
+        // what the ids say.
+        let placeholders: Vec<String> = (1..=uploads.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT DISTINCT cell FROM frames \
+             WHERE image_key IS NOT NULL AND upload_id IN ({})",
+            placeholders.join(", ")
+        );
+        let params = uploads.iter().map(|u| u.to_string().into()).collect();
+        cells(&self.read(&sql, params).await?)
+    }
+
+    /// The resolution-15 cells of every published frame.
+    pub async fn all_published_cells(&self) -> Result<Vec<CellIndex>> {
+        let sql = "SELECT DISTINCT cell FROM frames WHERE image_key IS NOT NULL";
+        cells(&self.read(sql, Vec::new()).await?)
+    }
+
+    /// The resolution-15 cells of every accepted GNSS fix.
+    pub async fn all_track_cells(&self) -> Result<Vec<CellIndex>> {
+        let sql = "SELECT DISTINCT cell FROM gnss WHERE upload_id IN \
+                   (SELECT upload_id FROM uploads WHERE status = 'accepted')";
+        cells(&self.read(sql, Vec::new()).await?)
+    }
+}

@@ -1,0 +1,119 @@
+//! Typed reads: the queries hexroad's own stages make over its tables.
+//!
+//! Every query over the tables that another crate needs lives in this
+//! module, with its parameters bound through DataFusion (`$1`, `$2`, …,
+//! never spliced into the text) and its answer decoded into domain types by
+//! column name, through casts that fail with an error rather than a panic.
+//! A schema change breaks the readers here, in one place. One file per
+//! stage that reads: [`vision`], [`map`], [`epoch`].
+
+use chrono::{DateTime, Utc};
+use deltalake::arrow::array::RecordBatch;
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::datafusion::scalar::ScalarValue;
+use h3o::CellIndex;
+
+use crate::columns::u64s;
+use crate::{Error, Lake, Result, TableName};
+
+pub mod epoch;
+pub mod map;
+pub mod vision;
+
+/// An area on the globe, in degrees, edges included.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BoundingBox {
+    pub south: f64,
+    pub north: f64,
+    pub west: f64,
+    pub east: f64,
+}
+
+impl BoundingBox {
+    /// `south, north, west, east` as the `$1…$4` of a query.
+    pub(crate) fn params(self) -> Vec<ScalarValue> {
+        vec![
+            self.south.into(),
+            self.north.into(),
+            self.west.into(),
+            self.east.into(),
+        ]
+    }
+}
+
+/// The tables at one moment: every read through one snapshot sees the
+/// same versions, and later commits do not change its answers.
+#[derive(Clone)]
+pub struct Snapshot {
+    ctx: SessionContext,
+    versions: Vec<(TableName, u64)>,
+}
+
+impl Snapshot {
+    /// The version of each table this snapshot reads.
+    pub fn versions(&self) -> &[(TableName, u64)] {
+        &self.versions
+    }
+
+    /// Runs one of the queries of this module with its parameters bound.
+    pub(crate) async fn read(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<Vec<RecordBatch>> {
+        let frame = self.ctx.sql(sql).await?.with_param_values(params)?;
+        Ok(frame.collect().await?)
+    }
+}
+
+impl Lake {
+    /// Every table at its latest version.
+    pub async fn snapshot(&self) -> Result<Snapshot> {
+        let (ctx, versions) = self.session_with_versions().await?;
+        Ok(Snapshot { ctx, versions })
+    }
+
+    /// Every table as it was at `at` (Delta time travel): what an epoch
+    /// closed at `at` is computed from, however much is committed later.
+    pub async fn snapshot_as_of(&self, at: DateTime<Utc>) -> Result<Snapshot> {
+        let (ctx, versions) = self.session_as_of(at).await?;
+        Ok(Snapshot { ctx, versions })
+    }
+
+    /// Runs one of the queries below, with its parameters bound, on the
+    /// latest version of the tables.
+    pub(crate) async fn read(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<Vec<RecordBatch>> {
+        self.snapshot().await?.read(sql, params).await
+    }
+}
+
+/// A `cell` column as indexes; a value that is not a cell is skipped.
+pub(crate) fn cells(batches: &[RecordBatch]) -> Result<Vec<CellIndex>> {
+    let mut out = Vec::new();
+    for b in batches {
+        out.extend(
+            u64s(b, "cell")?
+                .into_iter()
+                .filter_map(|c| CellIndex::try_from(c).ok()),
+        );
+    }
+    Ok(out)
+}
+
+/// An instant as the tables hold it (microseconds, UTC).
+pub(crate) fn timestamp(at: DateTime<Utc>) -> ScalarValue {
+    ScalarValue::TimestampMicrosecond(Some(at.timestamp_micros()), Some("UTC".into()))
+}
+
+/// A stored id read back; one that does not parse is a broken invariant.
+pub(crate) fn stored<T: std::str::FromStr>(text: &str, what: &str) -> Result<T> {
+    text.parse().map_err(|_| malformed(text, what))
+}
+
+pub(crate) fn malformed(text: &str, what: &str) -> Error {
+    Error::Internal(format!("stored {what} {text:?} is malformed"))
+}
