@@ -6,10 +6,6 @@ use clap::Parser;
 
 mod anonymize;
 mod bench;
-mod bench_epoch;
-mod bench_sql;
-mod bench_tiles;
-mod bench_vision;
 mod epoch;
 mod serve;
 mod settings;

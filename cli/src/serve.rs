@@ -40,12 +40,27 @@ pub async fn run(args: Args) -> Result<()> {
             .await
             .with_context(|| format!("opening data location {}", settings.data))?,
     );
-    let state = Ingest::open(Arc::clone(&lake), settings.ingest.clone(), system_clock()).await?;
+    let scratch = settings.scratch_dir()?;
+    let state = Ingest::open(
+        Arc::clone(&lake),
+        settings.ingest.clone(),
+        system_clock(),
+        scratch.clone(),
+    )
+    .await?;
     // One signal stops everything: the HTTP server drains, then Flight SQL,
     // the tile watcher and the vision worker end their current step.
     let stop = crate::shutdown::on_signal();
     let vision = if settings.vision.enabled {
-        Some(crate::vision::spawn(Arc::clone(&lake), settings.vision.clone(), stop.clone()).await?)
+        Some(
+            crate::vision::spawn(
+                Arc::clone(&lake),
+                settings.vision.clone(),
+                scratch,
+                stop.clone(),
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -53,7 +68,7 @@ pub async fn run(args: Args) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
     let addr = listener.local_addr()?;
-    let sql = settings.sql.service()?;
+    let sql = settings.sql.service();
     let flight_listener = if settings.sql.flight_listen.is_empty() {
         None
     } else {

@@ -2,12 +2,14 @@
 //! `HEXROAD__SECTION__KEY` environment overrides, checked at start-up.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use hexroad_ingest::IngestConfig;
 use hexroad_rewards::RewardConfig;
 use hexroad_tiles::TilesConfig;
 use hexroad_vision::VisionConfig;
+use hexroad_wire::settings::{SettingError, require};
 use serde::{Deserialize, Serialize};
 
 /// Everything `serve` reads.
@@ -18,6 +20,9 @@ pub struct Settings {
     pub data: String,
     /// The address to listen on.
     pub listen: String,
+    /// A local folder for files in the making (assembled uploads, videos
+    /// being decoded); empty means the system's temporary folder.
+    pub scratch: String,
     pub ingest: IngestConfig,
     pub vision: VisionConfig,
     pub sql: SqlSettings,
@@ -33,8 +38,9 @@ pub struct SqlSettings {
     pub flight_listen: String,
     /// Bearer token queries must carry; required when listening beyond loopback.
     pub token: Option<String>,
-    /// A query's time limit, seconds.
-    pub timeout_s: f64,
+    /// A query's time limit.
+    #[serde(with = "hexroad_wire::settings::duration_text")]
+    pub timeout: Duration,
     /// Memory for a query's joins, sorts and aggregations, MiB.
     pub memory_mib: usize,
 }
@@ -44,27 +50,56 @@ impl Default for SqlSettings {
         Self {
             flight_listen: "127.0.0.1:50051".into(),
             token: None,
-            timeout_s: 60.0,
+            timeout: Duration::from_secs(60),
             memory_mib: 1024,
         }
     }
 }
 
 impl SqlSettings {
-    pub fn service(&self) -> Result<hexroad_sql::http::SqlService> {
-        if !(self.timeout_s > 0.0 && self.timeout_s.is_finite()) {
-            bail!("sql.timeout_s must be a positive number of seconds");
-        }
-        if self.token.as_deref().is_some_and(|t| t.len() < 16) {
-            bail!("sql.token must be at least 16 characters");
-        }
-        Ok(hexroad_sql::http::SqlService {
+    /// Checks the section, naming the bad key.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        require(!self.timeout.is_zero(), "timeout", "must be positive")?;
+        require(
+            self.token.as_deref().is_none_or(|t| t.len() >= 16),
+            "token",
+            "must be at least 16 characters",
+        )?;
+        require(self.memory_mib > 0, "memory_mib", "must be positive")
+    }
+
+    pub fn service(&self) -> hexroad_sql::http::SqlService {
+        hexroad_sql::http::SqlService {
             limits: hexroad_lake::QueryLimits {
-                timeout: std::time::Duration::from_secs_f64(self.timeout_s),
+                timeout: self.timeout,
                 memory_bytes: self.memory_mib.saturating_mul(1 << 20),
             },
             token: self.token.clone(),
-        })
+        }
+    }
+}
+
+impl Settings {
+    /// Checks every section, naming the bad key with its section.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        self.ingest.validate().map_err(|e| e.within("ingest"))?;
+        self.vision.validate().map_err(|e| e.within("vision"))?;
+        self.sql.validate().map_err(|e| e.within("sql"))?;
+        self.tiles.validate().map_err(|e| e.within("tiles"))?;
+        self.rewards.validate().map_err(|e| e.within("rewards"))
+    }
+}
+
+impl Settings {
+    /// The scratch folder, created if missing.
+    pub fn scratch_dir(&self) -> Result<std::path::PathBuf> {
+        if self.scratch.is_empty() {
+            return Ok(std::env::temp_dir());
+        }
+        let dir = std::path::PathBuf::from(&self.scratch);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("scratch: creating {}", dir.display()))?;
+        Ok(dir)
     }
 }
 
@@ -73,6 +108,7 @@ impl Default for Settings {
         Self {
             data: "./data".into(),
             listen: "127.0.0.1:8080".into(),
+            scratch: String::new(),
             ingest: IngestConfig::default(),
             vision: VisionConfig::default(),
             sql: SqlSettings::default(),
@@ -121,29 +157,7 @@ pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) ->
     let settings: Settings = toml::Value::Table(doc)
         .try_into()
         .context("invalid settings")?;
-    settings
-        .ingest
-        .validate()
-        .context("invalid settings in [ingest]")?;
-    settings
-        .vision
-        .validate()
-        .map_err(anyhow::Error::msg)
-        .context("invalid settings in [vision]")?;
-    settings
-        .sql
-        .service()
-        .context("invalid settings in [sql]")?;
-    settings
-        .tiles
-        .validate()
-        .map_err(anyhow::Error::msg)
-        .context("invalid settings in [tiles]")?;
-    settings
-        .rewards
-        .validate()
-        .map_err(anyhow::Error::msg)
-        .context("invalid settings in [rewards]")?;
+    settings.validate()?;
     Ok(settings)
 }
 
@@ -214,6 +228,19 @@ mod tests {
             "0".to_owned(),
         )];
         let err = format!("{:#}", load(None, env.into_iter()).unwrap_err());
-        assert!(err.contains("max_concurrent_patches"), "{err}");
+        assert_eq!(
+            err,
+            "setting ingest.max_concurrent_patches: must be at least 1"
+        );
+    }
+
+    #[test]
+    fn durations_are_written_as_people_write_them() {
+        let env = [("HEXROAD__SQL__TIMEOUT".to_owned(), "90s".to_owned())];
+        let settings = load(None, env.into_iter()).unwrap();
+        assert_eq!(settings.sql.timeout, Duration::from_secs(90));
+        let env = [("HEXROAD__SQL__TIMEOUT".to_owned(), "90".to_owned())];
+        let err = format!("{:#}", load(None, env.into_iter()).unwrap_err());
+        assert!(err.contains("timeout"), "{err}");
     }
 }

@@ -69,7 +69,7 @@ async fn export(args: ExportArgs) -> Result<()> {
         bail!("--minzoom {} is above --maxzoom {maxzoom}", args.minzoom);
     }
     settings.tiles.maxzoom = settings.tiles.maxzoom.max(maxzoom);
-    settings.tiles.validate().map_err(anyhow::Error::msg)?;
+    settings.tiles.validate().map_err(|e| e.within("tiles"))?;
     let lake = Arc::new(
         Lake::open(&settings.data)
             .await

@@ -29,9 +29,10 @@ pub struct Args {
 pub async fn spawn(
     lake: Arc<Lake>,
     config: VisionConfig,
+    scratch: PathBuf,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let worker = tokio::task::spawn_blocking(move || Worker::new(lake, config))
+    let worker = tokio::task::spawn_blocking(move || Worker::new(lake, config, scratch))
         .await
         .context("loading the vision models")?;
     info!(worker = worker.id(), "vision worker started");
@@ -48,7 +49,7 @@ pub async fn run(args: Args) -> Result<()> {
         settings
             .vision
             .validate()
-            .map_err(anyhow::Error::msg)
+            .map_err(|e| e.within("vision"))
             .context("--sample-distance")?;
     }
     let lake = Arc::new(
@@ -57,8 +58,9 @@ pub async fn run(args: Args) -> Result<()> {
             .with_context(|| format!("opening data location {}", settings.data))?,
     );
     let config = settings.vision.clone();
+    let scratch = settings.scratch_dir()?;
     if args.once {
-        let mut worker = tokio::task::spawn_blocking(move || Worker::new(lake, config))
+        let mut worker = tokio::task::spawn_blocking(move || Worker::new(lake, config, scratch))
             .await
             .context("loading the vision models")?;
         let pass = worker.run_once(chrono::Utc::now()).await?;
@@ -72,7 +74,7 @@ pub async fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     let stop = crate::shutdown::on_signal();
-    let handle = spawn(lake, config, stop).await?;
+    let handle = spawn(lake, config, scratch, stop).await?;
     let _ = handle.await;
     Ok(())
 }

@@ -94,7 +94,7 @@ fn adbc_flight_sql_answers_as_hexroad_sql_and_the_notebooks_run() {
         &[
             ("HEXROAD__VISION__POLL_INTERVAL", "200ms"),
             ("HEXROAD__SQL__TOKEN", TOKEN),
-            ("HEXROAD__SQL__TIMEOUT_S", "10"),
+            ("HEXROAD__SQL__TIMEOUT", "10s"),
             ("HEXROAD__SQL__MEMORY_MIB", "64"),
         ],
     );

@@ -91,7 +91,7 @@ fn post_v1_sql_answers_json_csv_and_arrow_and_refuses_what_it_must() {
         &[
             ("HEXROAD__VISION__ENABLED", "false"),
             ("HEXROAD__SQL__TOKEN", token),
-            ("HEXROAD__SQL__TIMEOUT_S", "0.5"),
+            ("HEXROAD__SQL__TIMEOUT", "500ms"),
             ("HEXROAD__SQL__MEMORY_MIB", "16"),
         ],
     );
@@ -260,4 +260,27 @@ fn the_cli_asks_a_server_and_reads_queries_from_a_prompt() {
         "{stderr}"
     );
     assert!(!out.status.success());
+}
+
+/// What `hexroad sql` prints, in each format, for a query that touches the
+/// H3 functions, text, numbers and NULL: pinned so a change in rendering is
+/// a reviewed diff, not a surprise to scripts that read it.
+#[test]
+fn sql_output_in_each_format_is_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let query = "SELECT h3_latlng_to_cell(60.1699, 24.9384, 9) AS cell, \
+                 h3_h3_to_string(h3_latlng_to_cell(60.1699, 24.9384, 9)) AS hex, \
+                 h3_get_resolution(h3_latlng_to_cell(60.1699, 24.9384, 9)) AS res, \
+                 'Helsinki' AS place, 1.5 AS number, NULL AS nothing, \
+                 (SELECT count(*) FROM frames) AS frames";
+    for format in ["table", "csv", "json"] {
+        let out = succeed(
+            hexroad(&["sql", "--format", format, "--data"])
+                .arg(&data)
+                .arg(query),
+        );
+        let printed = String::from_utf8(out.stdout).unwrap();
+        insta::assert_snapshot!(format!("sql_output_{format}"), printed);
+    }
 }

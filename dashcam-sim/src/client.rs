@@ -196,9 +196,8 @@ impl DeviceClient<'_> {
         }
     }
 
-    /// Uploads one file with tus, resuming from the server's offset after
-    /// any failure, until the server acknowledges or rejects it.
-    pub async fn upload(&self, spec: UploadSpec<'_>) -> Result<Outcome, SimError> {
+    /// `POST /v1/uploads` for `spec`: the new upload's location.
+    async fn create(&self, spec: &UploadSpec<'_>) -> Result<String, SimError> {
         let len = spec.data.len() as u64;
         let sha = hex::encode(Sha256::digest(&spec.data));
         let meta = [
@@ -235,6 +234,14 @@ impl DeviceClient<'_> {
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| SimError::Http("201 without Location".into()))?
             .to_owned();
+        Ok(location)
+    }
+
+    /// Uploads one file with tus, resuming from the server's offset after
+    /// any failure, until the server acknowledges or rejects it.
+    pub async fn upload(&self, spec: UploadSpec<'_>) -> Result<Outcome, SimError> {
+        let len = spec.data.len() as u64;
+        let location = self.create(&spec).await?;
         let mut offset = 0u64;
         let deadline_stuck = self.retry_for;
         let mut last_progress = Instant::now();

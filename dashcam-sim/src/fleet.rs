@@ -162,6 +162,20 @@ struct Tally {
     rejections: HashMap<String, u64>,
 }
 
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.acknowledged += other.acknowledged;
+        self.rejected += other.rejected;
+        self.duplicate += other.duplicate;
+        self.gnss_points += other.gnss_points;
+        self.telemetry_samples += other.telemetry_samples;
+        self.upload_bytes += other.upload_bytes;
+        for (code, n) in other.rejections {
+            *self.rejections.entry(code).or_default() += n;
+        }
+    }
+}
+
 /// Segments recorded by honest devices, for duplicators to copy.
 #[derive(Default)]
 struct Shelf {
@@ -171,19 +185,7 @@ struct Shelf {
 
 /// Runs the fleet to completion.
 pub async fn run(config: SimConfig, progress: Arc<dyn Progress>) -> Result<SimReport, SimError> {
-    if config.devices + config.spoofers + config.replayers + config.duplicators == 0 {
-        return Err(SimError::Config("no devices to simulate".into()));
-    }
-    if config.duplicators > 0 && config.devices == 0 {
-        return Err(SimError::Config(
-            "duplicators need honest devices to copy".into(),
-        ));
-    }
-    if config.segment.is_zero() || config.duration.is_zero() {
-        return Err(SimError::Config(
-            "duration and segment must be positive".into(),
-        ));
-    }
+    check(&config)?;
     let started = Instant::now();
     let osm = config.osm.clone();
     let graph = tokio::task::spawn_blocking(move || RoadGraph::from_pbf(&osm))
@@ -199,22 +201,7 @@ pub async fn run(config: SimConfig, progress: Arc<dyn Progress>) -> Result<SimRe
             - chrono::Duration::minutes(10)
     });
 
-    let mut master = ChaCha8Rng::seed_from_u64(config.seed);
-    let mut members = Vec::new();
-    let roles = std::iter::repeat_n(Role::Honest, config.devices)
-        .chain(std::iter::repeat_n(Role::Spoofer, config.spoofers))
-        .chain(std::iter::repeat_n(Role::Replayer, config.replayers))
-        .chain(std::iter::repeat_n(Role::Duplicator, config.duplicators));
-    for (index, role) in roles.enumerate() {
-        let key = DeviceKey::from_seed(master.random());
-        members.push(Member {
-            index,
-            role,
-            key,
-            contributor: format!("contributor-{:04}", index + 1),
-            rng_seed: master.random(),
-        });
-    }
+    let members = members(&config);
     progress.planned((members.len() * segments * 3) as u64);
 
     let http = reqwest::Client::builder()
@@ -266,17 +253,54 @@ pub async fn run(config: SimConfig, progress: Arc<dyn Progress>) -> Result<SimRe
             uploads_rejected: tally.rejected,
             gnss_points_acknowledged: tally.gnss_points,
         });
-        total.acknowledged += tally.acknowledged;
-        total.rejected += tally.rejected;
-        total.duplicate += tally.duplicate;
-        total.gnss_points += tally.gnss_points;
-        total.telemetry_samples += tally.telemetry_samples;
-        total.upload_bytes += tally.upload_bytes;
-        for (code, n) in tally.rejections {
-            *total.rejections.entry(code).or_default() += n;
-        }
+        total.add(tally);
     }
     reports.sort_by(|a, b| a.contributor_id.cmp(&b.contributor_id));
+    Ok(report(&stats, total, reports, started))
+}
+
+/// Refuses a configuration that cannot run.
+fn check(config: &SimConfig) -> Result<(), SimError> {
+    if config.devices + config.spoofers + config.replayers + config.duplicators == 0 {
+        return Err(SimError::Config("no devices to simulate".into()));
+    }
+    if config.duplicators > 0 && config.devices == 0 {
+        return Err(SimError::Config(
+            "duplicators need honest devices to copy".into(),
+        ));
+    }
+    if config.segment.is_zero() || config.duration.is_zero() {
+        return Err(SimError::Config(
+            "duration and segment must be positive".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The fleet: honest devices first, then each kind of adversary, each with
+/// its own key and random stream drawn from the seed.
+fn members(config: &SimConfig) -> Vec<Member> {
+    let mut master = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut members = Vec::new();
+    let roles = std::iter::repeat_n(Role::Honest, config.devices)
+        .chain(std::iter::repeat_n(Role::Spoofer, config.spoofers))
+        .chain(std::iter::repeat_n(Role::Replayer, config.replayers))
+        .chain(std::iter::repeat_n(Role::Duplicator, config.duplicators));
+    for (index, role) in roles.enumerate() {
+        let key = DeviceKey::from_seed(master.random());
+        members.push(Member {
+            index,
+            role,
+            key,
+            contributor: format!("contributor-{:04}", index + 1),
+            rng_seed: master.random(),
+        });
+    }
+    members
+}
+
+/// The run's report from the fleet's shared counters and each device's tally.
+fn report(stats: &Stats, total: Tally, devices: Vec<DeviceReport>, started: Instant) -> SimReport {
     let mut times = stats
         .chunk_times
         .lock()
@@ -289,7 +313,7 @@ pub async fn run(config: SimConfig, progress: Arc<dyn Progress>) -> Result<SimRe
             times[i].as_secs_f64() * 1000.0
         })
     };
-    Ok(SimReport {
+    SimReport {
         uploads_acknowledged: total.acknowledged,
         uploads_rejected: total.rejected,
         uploads_duplicate: total.duplicate,
@@ -307,8 +331,8 @@ pub async fn run(config: SimConfig, progress: Arc<dyn Progress>) -> Result<SimRe
         chunk_p99_ms: pct(0.99),
         elapsed_s: started.elapsed().as_secs_f64(),
         rejections: total.rejections,
-        devices: reports,
-    })
+        devices,
+    }
 }
 
 struct DeviceTask {
@@ -424,54 +448,8 @@ impl DeviceTask {
                     telemetry_samples: telemetry.len() as u64,
                 })
             };
-            let uploads = [
-                ("video", "mp4", "drive.mp4", &segment.video, 0u64, 0u64),
-                (
-                    "gnss",
-                    segment.track_format,
-                    "track",
-                    &segment.track,
-                    segment.gnss_points,
-                    0,
-                ),
-                (
-                    "telemetry",
-                    "ndjson",
-                    "telemetry.ndjson",
-                    &segment.telemetry,
-                    0,
-                    segment.telemetry_samples,
-                ),
-            ];
-            for (kind, format, filename, data, points, samples) in uploads {
-                let outcome = client
-                    .upload(UploadSpec {
-                        kind,
-                        format,
-                        drive_id: &segment.drive_id,
-                        filename,
-                        data: data.clone(),
-                    })
-                    .await?;
-                self.progress.uploaded(data.len() as u64);
-                tally.upload_bytes += data.len() as u64;
-                match outcome {
-                    Outcome::Acknowledged { status, .. } => {
-                        tally.acknowledged += 1;
-                        if status == "accepted" {
-                            tally.gnss_points += points;
-                            tally.telemetry_samples += samples;
-                        } else {
-                            tally.duplicate += 1;
-                        }
-                    }
-                    Outcome::Rejected { code, message } => {
-                        tracing::debug!(device = %member.key.id(), kind, code, message, "upload rejected");
-                        tally.rejected += 1;
-                        *tally.rejections.entry(code).or_default() += 1;
-                    }
-                }
-            }
+            self.upload_segment(&client, member, &segment, &mut tally)
+                .await?;
             if member.role == Role::Honest {
                 // Shelved once uploaded, so a duplicator's copy always comes second.
                 let mut shelf = self
@@ -484,6 +462,65 @@ impl DeviceTask {
             }
         }
         Ok(tally)
+    }
+
+    /// Uploads a segment's video, track and telemetry, counting outcomes.
+    async fn upload_segment(
+        &self,
+        client: &DeviceClient<'_>,
+        member: &Member,
+        segment: &Segment,
+        tally: &mut Tally,
+    ) -> Result<(), SimError> {
+        let uploads = [
+            ("video", "mp4", "drive.mp4", &segment.video, 0u64, 0u64),
+            (
+                "gnss",
+                segment.track_format,
+                "track",
+                &segment.track,
+                segment.gnss_points,
+                0,
+            ),
+            (
+                "telemetry",
+                "ndjson",
+                "telemetry.ndjson",
+                &segment.telemetry,
+                0,
+                segment.telemetry_samples,
+            ),
+        ];
+        for (kind, format, filename, data, points, samples) in uploads {
+            let outcome = client
+                .upload(UploadSpec {
+                    kind,
+                    format,
+                    drive_id: &segment.drive_id,
+                    filename,
+                    data: data.clone(),
+                })
+                .await?;
+            self.progress.uploaded(data.len() as u64);
+            tally.upload_bytes += data.len() as u64;
+            match outcome {
+                Outcome::Acknowledged { status, .. } => {
+                    tally.acknowledged += 1;
+                    if status == "accepted" {
+                        tally.gnss_points += points;
+                        tally.telemetry_samples += samples;
+                    } else {
+                        tally.duplicate += 1;
+                    }
+                }
+                Outcome::Rejected { code, message } => {
+                    tracing::debug!(device = %member.key.id(), kind, code, message, "upload rejected");
+                    tally.rejected += 1;
+                    *tally.rejections.entry(code).or_default() += 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn shelf_get(&self, victim: usize, seg: usize) -> Arc<Segment> {

@@ -80,34 +80,9 @@ impl RoadGraph {
                     }
                 }
                 Element::Way(w) => {
-                    let tags: HashMap<&str, &str> = w.tags().collect();
-                    let Some(kmh) = tags.get("highway").and_then(|h| default_kmh(h)) else {
-                        return;
-                    };
-                    if matches!(tags.get("access"), Some(&"no" | &"private"))
-                        || matches!(tags.get("motor_vehicle"), Some(&"no" | &"private"))
-                        || matches!(tags.get("area"), Some(&"yes"))
-                    {
-                        return;
+                    if let Some(way) = drivable_way(&w) {
+                        ways.push(way);
                     }
-                    let kmh = tags
-                        .get("maxspeed")
-                        .and_then(|m| m.split_whitespace().next())
-                        .and_then(|m| m.parse::<f64>().ok())
-                        .filter(|v| (5.0..=130.0).contains(v))
-                        .unwrap_or(kmh);
-                    let oneway = match tags.get("oneway") {
-                        Some(&"yes" | &"1" | &"true") => 1,
-                        Some(&"-1" | &"reverse") => -1,
-                        _ if tags.get("junction") == Some(&"roundabout") => 1,
-                        _ if tags.get("highway") == Some(&"motorway") => 1,
-                        _ => 0,
-                    };
-                    ways.push(Way {
-                        refs: w.refs().collect(),
-                        speed_mps: kmh / 3.6,
-                        oneway,
-                    });
                 }
                 Element::Relation(_) => {}
             })
@@ -231,4 +206,35 @@ impl RoadGraph {
         best.retain(|&node| !self.edges[node].is_empty());
         best
     }
+}
+
+/// A way a car may drive, with its speed and direction; `None` for paths,
+/// private roads and areas.
+fn drivable_way(w: &osmpbf::Way<'_>) -> Option<Way> {
+    let tags: HashMap<&str, &str> = w.tags().collect();
+    let kmh = tags.get("highway").and_then(|h| default_kmh(h))?;
+    if matches!(tags.get("access"), Some(&"no" | &"private"))
+        || matches!(tags.get("motor_vehicle"), Some(&"no" | &"private"))
+        || matches!(tags.get("area"), Some(&"yes"))
+    {
+        return None;
+    }
+    let kmh = tags
+        .get("maxspeed")
+        .and_then(|m| m.split_whitespace().next())
+        .and_then(|m| m.parse::<f64>().ok())
+        .filter(|v| (5.0..=130.0).contains(v))
+        .unwrap_or(kmh);
+    let oneway = match tags.get("oneway") {
+        Some(&"yes" | &"1" | &"true") => 1,
+        Some(&"-1" | &"reverse") => -1,
+        _ if tags.get("junction") == Some(&"roundabout") => 1,
+        _ if tags.get("highway") == Some(&"motorway") => 1,
+        _ => 0,
+    };
+    Some(Way {
+        refs: w.refs().collect(),
+        speed_mps: kmh / 3.6,
+        oneway,
+    })
 }

@@ -216,3 +216,34 @@ impl NonceCache {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    /// Issue 14: `created` is the device's number; at the ends of `i64`
+    /// the age arithmetic overflowed (a panic in a debug build) before the
+    /// signature was even checked. Now it is a refusal.
+    #[test]
+    fn created_at_the_ends_of_i64_is_refused_not_a_panic() {
+        for created in [i64::MIN, i64::MIN + 1, i64::MAX, i64::MAX - 1] {
+            let e = check_age(NOW, created, None, 300, 120).unwrap_err();
+            assert_eq!(e.code, "stale_signature");
+        }
+        for expires in [i64::MIN, i64::MAX] {
+            let _ = check_age(NOW, NOW, Some(expires), 300, 120);
+        }
+        let _ = check_age(i64::MIN, i64::MAX, Some(i64::MIN), u64::MAX, u64::MAX);
+    }
+
+    /// Issue 14: a signature whose own `expires` passed long ago (2001) was
+    /// accepted.
+    #[test]
+    fn a_signature_past_its_expires_is_refused() {
+        let e = check_age(NOW, NOW, Some(1_000_000_000), 300, 120).unwrap_err();
+        assert!(e.message.contains("expired"), "{}", e.message);
+        assert!(check_age(NOW, NOW, Some(NOW + 60), 300, 120).is_ok());
+    }
+}

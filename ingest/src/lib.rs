@@ -13,18 +13,21 @@
 mod app;
 mod auth;
 mod config;
-mod error;
+mod devices;
+mod extract;
+mod finish;
 mod limits;
 mod metrics;
 mod openapi;
 mod probe;
 mod tus;
 pub mod tus_headers;
+mod uploads;
 mod validate;
 
 pub use app::{Ingest, app};
-pub use config::IngestConfig;
-pub use error::ApiError;
+pub use config::{IngestConfig, MediaLimits};
+pub use hexroad_http::ApiError;
 pub use validate::Rejection;
 
 /// The clock the service reads; tests pass a fixed one.
@@ -42,6 +45,6 @@ pub enum StartError {
     Lake(#[from] hexroad_lake::Error),
     #[error("initialising GStreamer (is libgstreamer1.0 installed?): {0}")]
     Gstreamer(String),
-    #[error("invalid setting {key}: {message}")]
-    Config { key: &'static str, message: String },
+    #[error("invalid settings")]
+    Setting(#[from] hexroad_wire::settings::SettingError),
 }

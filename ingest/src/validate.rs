@@ -7,6 +7,7 @@ use hexroad_wire::track::{self, TrackFormat};
 use hexroad_wire::vss;
 use hexroad_wire::{GnssPoint, TelemetrySample, UploadKind};
 
+use crate::MediaLimits;
 use crate::probe;
 
 /// Why an upload was refused: a stable code and a message naming the problem.
@@ -36,6 +37,7 @@ pub struct Rules {
     pub now: DateTime<Utc>,
     pub skew: Duration,
     pub max_speed_mps: f64,
+    pub media: MediaLimits,
 }
 
 /// The rows an accepted upload contributes.
@@ -74,14 +76,14 @@ pub fn validate_file(
 ) -> Result<Accepted, Rejection> {
     match kind {
         UploadKind::Video => {
-            let info = probe::probe_mp4(path)?;
+            let info = probe::probe_mp4(path, &rules.media)?;
             Ok(Accepted {
                 media: Some(info),
                 ..Accepted::default()
             })
         }
         UploadKind::Gnss => {
-            let bytes = read(path)?;
+            let bytes = read(path, rules.media.max_text_bytes)?;
             let fmt = TrackFormat::parse(format).ok_or_else(|| {
                 Rejection::new("bad_format", format!("unknown track format {format:?}"))
             })?;
@@ -93,7 +95,7 @@ pub fn validate_file(
             })
         }
         UploadKind::Telemetry => {
-            let bytes = read(path)?;
+            let bytes = read(path, rules.media.max_text_bytes)?;
             let samples = vss::parse_ndjson(&bytes)
                 .map_err(|e| Rejection::new(telemetry_code(e.code), e.to_string()))?;
             check_telemetry(&samples, rules)?;
@@ -114,9 +116,18 @@ fn telemetry_code(code: &str) -> &'static str {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, Rejection> {
-    std::fs::read(path)
-        .map_err(|e| Rejection::new("unreadable", format!("reading the upload: {e}")))
+/// Reads a whole text upload, refusing one over `limit` bytes before reading.
+fn read(path: &Path, limit: u64) -> Result<Vec<u8>, Rejection> {
+    let unreadable =
+        |e: std::io::Error| Rejection::new("unreadable", format!("reading the upload: {e}"));
+    let len = std::fs::metadata(path).map_err(unreadable)?.len();
+    if len > limit {
+        return Err(Rejection::new(
+            "too_large",
+            format!("{len} bytes exceeds the limit of {limit} for a track or telemetry file"),
+        ));
+    }
+    std::fs::read(path).map_err(unreadable)
 }
 
 fn parse_track(bytes: &[u8], fmt: TrackFormat) -> Result<Vec<GnssPoint>, Rejection> {
@@ -249,57 +260,69 @@ pub fn check_telemetry(samples: &[TelemetrySample], rules: Rules) -> Result<(), 
 /// A frame bundle: a tar of `<unix_ms>.jpg` frames and one `track.gpx` or
 /// `track.nmea`.
 fn validate_frames(path: &Path, rules: Rules) -> Result<Accepted, Rejection> {
-    use std::io::Read;
     let bad = |m: String| Rejection::new("bad_frames", m);
     let file = std::fs::File::open(path).map_err(|e| bad(format!("opening the bundle: {e}")))?;
     let mut archive = tar::Archive::new(file);
-    let mut frames = 0usize;
+    let mut frames = 0u64;
     let mut track: Option<Vec<GnssPoint>> = None;
     let entries = archive
         .entries()
         .map_err(|e| bad(format!("not a tar archive: {e}")))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| bad(format!("corrupt tar archive: {e}")))?;
+        let entry = entry.map_err(|e| bad(format!("corrupt tar archive: {e}")))?;
+        // Everything is decided from the header before a byte of the
+        // member is read: its type, its name, its declared size.
         let name = entry
             .path()
             .map_err(|e| bad(format!("bad entry name: {e}")))?
             .to_string_lossy()
             .into_owned();
-        let mut data = Vec::new();
-        entry
-            .read_to_end(&mut data)
-            .map_err(|e| bad(format!("{name}: truncated: {e}")))?;
-        let base = name.rsplit('/').next().unwrap_or(&name);
-        if let Some(stem) = base
-            .strip_suffix(".jpg")
-            .or_else(|| base.strip_suffix(".jpeg"))
-        {
-            let ms: i64 = stem
-                .parse()
-                .map_err(|_| bad(format!("{name}: frames must be named <unix_ms>.jpg")))?;
-            let ts = DateTime::from_timestamp_millis(ms)
-                .ok_or_else(|| bad(format!("{name}: timestamp out of range")))?;
-            if ts > rules.now + rules.skew {
-                return Err(Rejection::new(
-                    "future_timestamp",
-                    format!("{name} is timestamped {}, in the future", ts.to_rfc3339()),
-                ));
-            }
-            jpeg_dimensions(&data)
-                .map_err(|m| Rejection::new("corrupt_image", format!("{name}: {m}")))?;
-            frames += 1;
-        } else if let Some(fmt) = match base {
-            "track.gpx" => Some(TrackFormat::Gpx),
-            "track.nmea" => Some(TrackFormat::Nmea),
-            _ => None,
-        } {
-            let points = parse_track(&data, fmt)?;
-            check_track(&points, rules)?;
-            track = Some(points);
-        } else {
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            continue;
+        }
+        if !kind.is_file() {
             return Err(bad(format!(
-                "unexpected entry {name:?}: only <unix_ms>.jpg and track.gpx/track.nmea"
+                "{name:?} is a {kind:?} member: a bundle holds regular files only \
+                 (no sparse, link or device members)"
             )));
+        }
+        let size = entry
+            .header()
+            .size()
+            .map_err(|e| bad(format!("{name}: bad size: {e}")))?;
+        match member(&name) {
+            Member::Frame(ms) => {
+                frames += 1;
+                if frames > rules.media.max_frames {
+                    return Err(Rejection::new(
+                        "too_large",
+                        format!(
+                            "the bundle holds more than {} frames",
+                            rules.media.max_frames
+                        ),
+                    ));
+                }
+                check_frame_time(&name, ms, rules)?;
+                let data = read_member(entry, &name, size, rules.media.max_image_bytes)?;
+                let (w, h) = jpeg_dimensions(&data)
+                    .map_err(|m| Rejection::new("corrupt_image", format!("{name}: {m}")))?;
+                rules
+                    .media
+                    .check_picture(w.into(), h.into())
+                    .map_err(|m| Rejection::new("too_large", format!("{name}: {m}")))?;
+            }
+            Member::Track(fmt) => {
+                let data = read_member(entry, &name, size, rules.media.max_text_bytes)?;
+                let points = parse_track(&data, fmt)?;
+                check_track(&points, rules)?;
+                track = Some(points);
+            }
+            Member::Other => {
+                return Err(bad(format!(
+                    "unexpected entry {name:?}: only <unix_ms>.jpg and track.gpx/track.nmea"
+                )));
+            }
         }
     }
     let gnss = track.ok_or_else(|| bad("the bundle has no track.gpx or track.nmea".into()))?;
@@ -311,6 +334,72 @@ fn validate_frames(path: &Path, rules: Rules) -> Result<Accepted, Rejection> {
         telemetry: Vec::new(),
         media: Some(serde_json::json!({ "frames": frames })),
     })
+}
+
+/// What a bundle member is, by its name alone.
+enum Member {
+    /// `<unix_ms>.jpg`, with the number as written.
+    Frame(Option<i64>),
+    Track(TrackFormat),
+    Other,
+}
+
+fn member(name: &str) -> Member {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    if let Some(stem) = base
+        .strip_suffix(".jpg")
+        .or_else(|| base.strip_suffix(".jpeg"))
+    {
+        return Member::Frame(stem.parse().ok());
+    }
+    match base {
+        "track.gpx" => Member::Track(TrackFormat::Gpx),
+        "track.nmea" => Member::Track(TrackFormat::Nmea),
+        _ => Member::Other,
+    }
+}
+
+fn check_frame_time(name: &str, ms: Option<i64>, rules: Rules) -> Result<(), Rejection> {
+    let bad = |m: String| Rejection::new("bad_frames", m);
+    let ms = ms.ok_or_else(|| bad(format!("{name}: frames must be named <unix_ms>.jpg")))?;
+    let ts = DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| bad(format!("{name}: timestamp out of range")))?;
+    if ts > rules.now + rules.skew {
+        return Err(Rejection::new(
+            "future_timestamp",
+            format!("{name} is timestamped {}, in the future", ts.to_rfc3339()),
+        ));
+    }
+    Ok(())
+}
+
+/// A member's bytes, refusing one whose header declares more than `limit`
+/// before reading, and reading no more than it declared.
+fn read_member(
+    entry: impl std::io::Read,
+    name: &str,
+    size: u64,
+    limit: u64,
+) -> Result<Vec<u8>, Rejection> {
+    use std::io::Read;
+    if size > limit {
+        return Err(Rejection::new(
+            "too_large",
+            format!("{name}: {size} bytes exceeds the limit of {limit}"),
+        ));
+    }
+    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    entry
+        .take(size)
+        .read_to_end(&mut data)
+        .map_err(|e| Rejection::new("bad_frames", format!("{name}: truncated: {e}")))?;
+    if data.len() as u64 != size {
+        return Err(Rejection::new(
+            "bad_frames",
+            format!("{name}: truncated: {} of {size} bytes", data.len()),
+        ));
+    }
+    Ok(data)
 }
 
 /// Width and height from a JPEG's start-of-frame marker, checking structure.
@@ -352,6 +441,37 @@ pub fn jpeg_dimensions(data: &[u8]) -> Result<(u16, u16), String> {
     Err("corrupt JPEG: no frame header".into())
 }
 
+/// The stored reject codes, as the static strings errors carry.
+pub fn static_code(code: &str) -> &'static str {
+    const CODES: &[&str] = &[
+        "sha256_mismatch",
+        "corrupt_video",
+        "unsupported_container",
+        "unsupported_codec",
+        "bad_track",
+        "empty_track",
+        "null_island",
+        "coordinate_out_of_range",
+        "future_timestamp",
+        "non_monotonic_timestamps",
+        "implausible_speed",
+        "unknown_signal",
+        "telemetry_out_of_range",
+        "bad_telemetry",
+        "bad_frames",
+        "corrupt_image",
+        "unreadable",
+        "probe_failed",
+        "bad_format",
+        "too_large",
+    ];
+    CODES
+        .iter()
+        .find(|c| **c == code)
+        .copied()
+        .unwrap_or("rejected")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,6 +482,7 @@ mod tests {
             now: Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap(),
             skew: Duration::seconds(120),
             max_speed_mps: 90.0,
+            media: MediaLimits::default(),
         }
     }
 
@@ -441,5 +562,23 @@ mod tests {
     fn truncated_jpeg_is_refused() {
         assert!(jpeg_dimensions(&[0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x40]).is_err());
         assert!(jpeg_dimensions(b"GIF89a").is_err());
+    }
+
+    proptest::proptest! {
+        /// No bytes make the JPEG header reader panic or read out of bounds.
+        #[test]
+        fn jpeg_header_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let _ = jpeg_dimensions(&bytes);
+        }
+
+        /// Even when the bytes start like a JPEG.
+        #[test]
+        fn jpeg_header_after_a_start_marker_never_panics(
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
+        ) {
+            let mut bytes = vec![0xFF, 0xD8, 0xFF];
+            bytes.extend(tail);
+            let _ = jpeg_dimensions(&bytes);
+        }
     }
 }

@@ -29,7 +29,9 @@ async fn start(config: IngestConfig) -> Server {
             .await
             .unwrap(),
     );
-    let state = Ingest::open(Arc::clone(&lake), config, system_clock())
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let state = Ingest::open(Arc::clone(&lake), config, system_clock(), scratch)
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -642,4 +644,94 @@ async fn openapi_metrics_and_health_are_served() {
     );
     let health = reqwest::get(format!("{}/healthz", s.base)).await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
+}
+
+/// A frame bundle: `members` as regular files, then a track.
+fn bundle(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = tar::Builder::new(Vec::new());
+    for (name, data) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.append_data(&mut h, name, *data).unwrap();
+    }
+    out.into_inner().unwrap()
+}
+
+/// A JPEG header declaring `w`×`h` pixels: a few dozen bytes.
+fn jpeg_header(w: u16, h: u16) -> Vec<u8> {
+    let mut j = vec![0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08];
+    j.extend(h.to_be_bytes());
+    j.extend(w.to_be_bytes());
+    j.extend([0x03, 0x01, 0x22, 0x00, 0x02, 0x11, 0x01, 0x03, 0x11, 0x01]);
+    j.extend([0xFF, 0xD9]);
+    j
+}
+
+/// Issue 14, resolution bomb: a 23000×23000 JPEG is refused at ingest from
+/// its header, before vision could allocate tens of GB decoding it.
+#[tokio::test]
+async fn a_resolution_bomb_is_refused_at_ingest() {
+    let s = start(IngestConfig::default()).await;
+    let d = Device::new(40);
+    register(&s, &d).await;
+    let start_at = Utc::now() - Duration::hours(1);
+    let track = gpx(60.17, 24.94, start_at);
+    let name = format!("{}.jpg", start_at.timestamp_millis());
+    let bomb = jpeg_header(23000, 23000);
+    let data = bundle(&[(&name, &bomb), ("track.gpx", &track)]);
+    let r = upload(&s, &d, "frames", "tar", &data).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "too_large");
+    assert!(r.json["message"].as_str().unwrap().contains("23000"));
+    // The same bundle with an honest picture is accepted.
+    let fine = jpeg_header(1280, 720);
+    let data = bundle(&[(&name, &fine), ("track.gpx", &track)]);
+    let r = upload(&s, &d, "frames", "tar", &data).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.json);
+}
+
+/// Issue 14, tar amplification: a GNU sparse member (2 KiB on the wire,
+/// gigabytes when expanded) is refused from its header, unread.
+#[tokio::test]
+async fn a_sparse_tar_member_is_refused_unread() {
+    let s = start(IngestConfig::default()).await;
+    let d = Device::new(41);
+    register(&s, &d).await;
+    let mut out = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::GNUSparse);
+    h.set_path("1700000000000.jpg").unwrap();
+    h.set_size(0);
+    h.set_mode(0o644);
+    h.set_cksum();
+    out.append(&h, std::io::empty()).unwrap();
+    let data = out.into_inner().unwrap();
+    let r = upload(&s, &d, "frames", "tar", &data).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "bad_frames");
+    // A member declaring more than the image limit is refused unread too.
+    let mut out = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_path("1700000000000.jpg").unwrap();
+    h.set_size(1 << 40);
+    h.set_mode(0o644);
+    h.set_cksum();
+    out.append(&h, std::io::empty()).unwrap();
+    let data = out.into_inner().unwrap();
+    let r = upload(&s, &d, "frames", "tar", &data).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "too_large");
+}
+
+/// Issue 14: NMEA with a multi-byte character where digits belong answered
+/// 500 and left the upload stuck; it is a 422 naming the line now.
+#[tokio::test]
+async fn nmea_with_a_multi_byte_character_is_refused_not_a_500() {
+    let s = start(IngestConfig::default()).await;
+    let d = Device::new(42);
+    register(&s, &d).await;
+    let body = "GPRMC,1é2345.00,A,6010.0000,N,02456.0000,E,0.0,0.0,011126,,";
+    let sum = body.bytes().fold(0u8, |a, b| a ^ b);
+    let data = format!("${body}*{sum:02X}\n");
+    let r = upload(&s, &d, "gnss", "nmea", data.as_bytes()).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "bad_track");
 }

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use deltalake::arrow::array::{Array, AsArray, RecordBatch};
+use deltalake::arrow::array::{Array, AsArray, PrimitiveArray, RecordBatch, StringArray};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{
-    DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType, UInt64Type,
+    ArrowPrimitiveType, DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+    UInt64Type,
 };
 
 use crate::{Error, Result};
@@ -22,25 +23,38 @@ pub fn column(batch: &RecordBatch, name: &str, to: &DataType) -> Result<Arc<dyn 
     Ok(cast(c, to)?)
 }
 
+/// Column `name` as `T`'s array (after a cast to `T`, so a mismatch is a
+/// bug reported as an error, never a panic).
+fn primitive<T: ArrowPrimitiveType>(batch: &RecordBatch, name: &str) -> Result<PrimitiveArray<T>> {
+    let c = column(batch, name, &T::DATA_TYPE)?;
+    c.as_primitive_opt::<T>()
+        .cloned()
+        .ok_or_else(|| Error::Internal(format!("column {name} is not {}", T::DATA_TYPE)))
+}
+
+/// Column `name` as UTF-8 strings.
+fn utf8(batch: &RecordBatch, name: &str) -> Result<StringArray> {
+    let c = column(batch, name, &DataType::Utf8)?;
+    c.as_string_opt::<i32>()
+        .cloned()
+        .ok_or_else(|| Error::Internal(format!("column {name} is not text")))
+}
+
 pub fn u64s(batch: &RecordBatch, name: &str) -> Result<Vec<u64>> {
-    let c = column(batch, name, &DataType::UInt64)?;
-    Ok(c.as_primitive::<UInt64Type>().values().to_vec())
+    Ok(primitive::<UInt64Type>(batch, name)?.values().to_vec())
 }
 
 pub fn i64s(batch: &RecordBatch, name: &str) -> Result<Vec<i64>> {
-    let c = column(batch, name, &DataType::Int64)?;
-    Ok(c.as_primitive::<Int64Type>().values().to_vec())
+    Ok(primitive::<Int64Type>(batch, name)?.values().to_vec())
 }
 
 pub fn f64s(batch: &RecordBatch, name: &str) -> Result<Vec<f64>> {
-    let c = column(batch, name, &DataType::Float64)?;
-    Ok(c.as_primitive::<Float64Type>().values().to_vec())
+    Ok(primitive::<Float64Type>(batch, name)?.values().to_vec())
 }
 
 /// Strings, a null as "".
 pub fn strings(batch: &RecordBatch, name: &str) -> Result<Vec<String>> {
-    let c = column(batch, name, &DataType::Utf8)?;
-    Ok(c.as_string::<i32>()
+    Ok(utf8(batch, name)?
         .iter()
         .map(|s| s.unwrap_or_default().to_owned())
         .collect())
@@ -53,9 +67,10 @@ pub fn micros(batch: &RecordBatch, name: &str) -> Result<Vec<i64>> {
         name,
         &DataType::Timestamp(TimeUnit::Microsecond, None),
     )?;
-    Ok(c.as_primitive::<TimestampMicrosecondType>()
-        .values()
-        .to_vec())
+    let c = c
+        .as_primitive_opt::<TimestampMicrosecondType>()
+        .ok_or_else(|| Error::Internal(format!("column {name} is not a timestamp")))?;
+    Ok(c.values().to_vec())
 }
 
 pub fn times(batch: &RecordBatch, name: &str) -> Result<Vec<DateTime<Utc>>> {
@@ -67,8 +82,7 @@ pub fn times(batch: &RecordBatch, name: &str) -> Result<Vec<DateTime<Utc>>> {
 
 /// Strings, a null as `None`.
 pub fn opt_strings(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
-    let c = column(batch, name, &DataType::Utf8)?;
-    Ok(c.as_string::<i32>()
+    Ok(utf8(batch, name)?
         .iter()
         .map(|s| s.map(str::to_owned))
         .collect())
@@ -76,6 +90,5 @@ pub fn opt_strings(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>
 
 /// Numbers, a null as `None`.
 pub fn opt_f64s(batch: &RecordBatch, name: &str) -> Result<Vec<Option<f64>>> {
-    let c = column(batch, name, &DataType::Float64)?;
-    Ok(c.as_primitive::<Float64Type>().iter().collect())
+    Ok(primitive::<Float64Type>(batch, name)?.iter().collect())
 }

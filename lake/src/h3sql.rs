@@ -98,18 +98,21 @@ fn list_of(t: DataType) -> DataType {
 fn cells(arr: &ArrayRef) -> Vec<Option<CellIndex>> {
     match arr.data_type() {
         DataType::Utf8 => arr
-            .as_string::<i32>()
-            .iter()
+            .as_string_opt::<i32>()
+            .into_iter()
+            .flatten()
             .map(|s| s.and_then(|s| CellIndex::from_str(s.trim()).ok()))
             .collect(),
         DataType::UInt64 => arr
-            .as_primitive::<UInt64Type>()
-            .iter()
+            .as_primitive_opt::<UInt64Type>()
+            .into_iter()
+            .flatten()
             .map(|v| v.and_then(|v| CellIndex::try_from(v).ok()))
             .collect(),
         DataType::Int64 => arr
-            .as_primitive::<Int64Type>()
-            .iter()
+            .as_primitive_opt::<Int64Type>()
+            .into_iter()
+            .flatten()
             .map(|v| {
                 v.and_then(|v| u64::try_from(v).ok())
                     .and_then(|v| CellIndex::try_from(v).ok())
@@ -119,8 +122,20 @@ fn cells(arr: &ArrayRef) -> Vec<Option<CellIndex>> {
     }
 }
 
+/// Reads an integer argument (NULL where it is not one).
 fn ints(arr: &ArrayRef) -> Vec<Option<i64>> {
-    arr.as_primitive::<Int64Type>().iter().collect()
+    match arr.as_primitive_opt::<Int64Type>() {
+        Some(a) => a.iter().collect(),
+        None => vec![None; arr.len()],
+    }
+}
+
+/// Reads a float argument (NULL where it is not one).
+fn floats(arr: &ArrayRef) -> Vec<Option<f64>> {
+    match arr.as_primitive_opt::<Float64Type>() {
+        Some(a) => a.iter().collect(),
+        None => vec![None; arr.len()],
+    }
 }
 
 fn res(v: Option<i64>) -> Option<Resolution> {
@@ -172,19 +187,7 @@ impl ScalarUDFImpl for H3Fn {
         let n = args.number_rows;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let out: ArrayRef = match self.op {
-            Op::LatLngToCell => {
-                let lat = arrays[0].as_primitive::<Float64Type>();
-                let lng = arrays[1].as_primitive::<Float64Type>();
-                let r = ints(&arrays[2]);
-                let found = (0..n).map(|i| {
-                    if lat.is_null(i) || lng.is_null(i) {
-                        return None;
-                    }
-                    let ll = LatLng::new(lat.value(i), lng.value(i)).ok()?;
-                    Some(ll.to_cell(res(r[i])?))
-                });
-                self.cell_array(found)
-            }
+            Op::LatLngToCell => self.lat_lng_to_cell(&arrays, n)?,
             Op::CellToLat | Op::CellToLng => {
                 let mut b = Float64Builder::with_capacity(n);
                 for c in cells(&arrays[0]) {
@@ -199,21 +202,7 @@ impl ScalarUDFImpl for H3Fn {
                 }
                 Arc::new(b.finish())
             }
-            Op::CellToLatLng => {
-                let mut b = ListBuilder::new(Float64Builder::new());
-                for c in cells(&arrays[0]) {
-                    match c {
-                        Some(c) => {
-                            let ll = LatLng::from(c);
-                            b.values().append_value(ll.lat());
-                            b.values().append_value(ll.lng());
-                            b.append(true);
-                        }
-                        None => b.append(false),
-                    }
-                }
-                Arc::new(b.finish())
-            }
+            Op::CellToLatLng => self.cell_to_lat_lng(&arrays)?,
             Op::CellToParent => {
                 let r = ints(&arrays[1]);
                 let found = cells(&arrays[0])
@@ -222,25 +211,7 @@ impl ScalarUDFImpl for H3Fn {
                     .map(|(c, r)| c?.parent(res(r)?));
                 self.cell_array(found)
             }
-            Op::CellToChildren | Op::GridDisk => {
-                let k = ints(&arrays[1]);
-                let lists = cells(&arrays[0]).into_iter().zip(k).map(|(c, k)| {
-                    let c = c?;
-                    match self.op {
-                        Op::CellToChildren => {
-                            let r = res(k)?;
-                            // Refuse absurd expansions rather than exhaust memory.
-                            (r >= c.resolution() && c.children_count(r) <= 10_000_000)
-                                .then(|| c.children(r).collect::<Vec<_>>())
-                        }
-                        _ => {
-                            let k = u32::try_from(k?).ok().filter(|k| *k <= 1000)?;
-                            Some(c.grid_disk::<Vec<_>>(k))
-                        }
-                    }
-                });
-                self.cell_lists(lists)
-            }
+            Op::CellToChildren | Op::GridDisk => self.expand(&arrays)?,
             Op::GetResolution => {
                 let mut b = Int32Builder::with_capacity(n);
                 for c in cells(&arrays[0]) {
@@ -248,18 +219,7 @@ impl ScalarUDFImpl for H3Fn {
                 }
                 Arc::new(b.finish())
             }
-            Op::IsValidCell => {
-                let mut b = BooleanBuilder::with_capacity(n);
-                let valid = cells(&arrays[0]);
-                for (i, c) in valid.into_iter().enumerate() {
-                    if arrays[0].is_null(i) {
-                        b.append_null();
-                    } else {
-                        b.append_value(c.is_some());
-                    }
-                }
-                Arc::new(b.finish())
-            }
+            Op::IsValidCell => self.is_valid_cell(&arrays, n)?,
             Op::GridDistance => {
                 let mut b = Int64Builder::with_capacity(n);
                 for (a, z) in cells(&arrays[0]).into_iter().zip(cells(&arrays[1])) {
@@ -271,32 +231,7 @@ impl ScalarUDFImpl for H3Fn {
                 }
                 Arc::new(b.finish())
             }
-            Op::CellArea => {
-                let units: Vec<Option<String>> = match arrays.get(1) {
-                    Some(u) => u
-                        .as_string::<i32>()
-                        .iter()
-                        .map(|s| s.map(str::to_owned))
-                        .collect(),
-                    None => vec![Some("km^2".to_owned()); n],
-                };
-                let mut b = Float64Builder::with_capacity(n);
-                for (c, unit) in cells(&arrays[0]).into_iter().zip(units) {
-                    let area = match (c, unit.as_deref()) {
-                        (Some(c), Some("km^2")) => Some(c.area_km2()),
-                        (Some(c), Some("m^2")) => Some(c.area_m2()),
-                        (Some(_), Some(other)) => {
-                            return exec_err!(
-                                "{}: unit must be 'km^2' or 'm^2', not {other:?}",
-                                self.name
-                            );
-                        }
-                        _ => None,
-                    };
-                    b.append_option(area);
-                }
-                Arc::new(b.finish())
-            }
+            Op::CellArea => self.cell_area(&arrays, n)?,
             Op::CellToBoundaryWkt => {
                 let mut b = StringBuilder::new();
                 for c in cells(&arrays[0]) {
@@ -324,6 +259,87 @@ impl ScalarUDFImpl for H3Fn {
 }
 
 impl H3Fn {
+    fn lat_lng_to_cell(&self, arrays: &[ArrayRef], n: usize) -> DfResult<ArrayRef> {
+        let (lat, lng, r) = (floats(&arrays[0]), floats(&arrays[1]), ints(&arrays[2]));
+        let found = (0..n).map(|i| {
+            let ll = LatLng::new(lat[i]?, lng[i]?).ok()?;
+            Some(ll.to_cell(res(r[i])?))
+        });
+        Ok(self.cell_array(found))
+    }
+
+    fn cell_to_lat_lng(&self, arrays: &[ArrayRef]) -> DfResult<ArrayRef> {
+        let mut b = ListBuilder::new(Float64Builder::new());
+        for c in cells(&arrays[0]) {
+            match c {
+                Some(c) => {
+                    let ll = LatLng::from(c);
+                    b.values().append_value(ll.lat());
+                    b.values().append_value(ll.lng());
+                    b.append(true);
+                }
+                None => b.append(false),
+            }
+        }
+        Ok(Arc::new(b.finish()))
+    }
+
+    fn expand(&self, arrays: &[ArrayRef]) -> DfResult<ArrayRef> {
+        let k = ints(&arrays[1]);
+        let lists = cells(&arrays[0]).into_iter().zip(k).map(|(c, k)| {
+            let c = c?;
+            match self.op {
+                Op::CellToChildren => {
+                    let r = res(k)?;
+                    // Refuse absurd expansions rather than exhaust memory.
+                    (r >= c.resolution() && c.children_count(r) <= 10_000_000)
+                        .then(|| c.children(r).collect::<Vec<_>>())
+                }
+                _ => {
+                    let k = u32::try_from(k?).ok().filter(|k| *k <= 1000)?;
+                    Some(c.grid_disk::<Vec<_>>(k))
+                }
+            }
+        });
+        Ok(self.cell_lists(lists))
+    }
+
+    fn is_valid_cell(&self, arrays: &[ArrayRef], n: usize) -> DfResult<ArrayRef> {
+        let mut b = BooleanBuilder::with_capacity(n);
+        let valid = cells(&arrays[0]);
+        for (i, c) in valid.into_iter().enumerate() {
+            if arrays[0].is_null(i) {
+                b.append_null();
+            } else {
+                b.append_value(c.is_some());
+            }
+        }
+        Ok(Arc::new(b.finish()))
+    }
+
+    fn cell_area(&self, arrays: &[ArrayRef], n: usize) -> DfResult<ArrayRef> {
+        let units: Vec<Option<String>> = match arrays.get(1) {
+            Some(u) => match u.as_string_opt::<i32>() {
+                Some(u) => u.iter().map(|s| s.map(str::to_owned)).collect(),
+                None => return exec_err!("{}: the unit must be text", self.name),
+            },
+            None => vec![Some("km^2".to_owned()); n],
+        };
+        let mut b = Float64Builder::with_capacity(n);
+        for (c, unit) in cells(&arrays[0]).into_iter().zip(units) {
+            let area = match (c, unit.as_deref()) {
+                (Some(c), Some("km^2")) => Some(c.area_km2()),
+                (Some(c), Some("m^2")) => Some(c.area_m2()),
+                (Some(_), Some(other)) => {
+                    return exec_err!("{}: unit must be 'km^2' or 'm^2', not {other:?}", self.name);
+                }
+                _ => None,
+            };
+            b.append_option(area);
+        }
+        Ok(Arc::new(b.finish()))
+    }
+
     fn cell_array(&self, cells: impl Iterator<Item = Option<CellIndex>>) -> ArrayRef {
         if self.strings {
             let mut b = StringBuilder::new();

@@ -10,13 +10,13 @@
 //! repaired by simply appending again. See [`Lake::commit_upload`].
 
 pub mod columns;
-pub mod duration_text;
 mod error;
 pub mod grid;
 pub mod h3sql;
 pub mod reads;
 mod records;
 pub mod schema;
+mod session;
 mod sql;
 mod store;
 pub mod views;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use hexroad_wire::settings::{SettingError, require};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -13,7 +14,7 @@ pub struct RewardConfig {
     /// The H3 resolution coverage is counted at.
     pub resolution: u8,
     /// How long after an epoch's end its drives may still arrive.
-    #[serde(with = "hexroad_lake::duration_text")]
+    #[serde(with = "hexroad_wire::settings::duration_text")]
     pub grace: Duration,
     /// Freshness counts days since a cell was last covered, up to this.
     pub freshness_cap_days: u32,
@@ -89,22 +90,29 @@ impl Default for FraudConfig {
 }
 
 impl RewardConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.resolution > 15 {
-            return Err("rewards.resolution must be 0 to 15".into());
-        }
-        if self.freshness_cap_days == 0 {
-            return Err("rewards.freshness_cap_days must be positive".into());
-        }
-        if self.redrive_pct > 100 || self.contributor_cap_pct == 0 || self.contributor_cap_pct > 100
-        {
-            return Err(
-                "rewards.redrive_pct must be 0 to 100 and contributor_cap_pct 1 to 100".into(),
-            );
-        }
-        if !(self.fraud.max_speed_mps > 0.0 && self.fraud.two_places_m > 0.0) {
-            return Err("rewards.fraud thresholds must be positive".into());
-        }
-        Ok(())
+    /// Checks values a typo could make absurd, naming the bad key.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        require(self.resolution <= 15, "resolution", "must be 0 to 15")?;
+        require(
+            self.freshness_cap_days > 0,
+            "freshness_cap_days",
+            "must be positive",
+        )?;
+        require(self.redrive_pct <= 100, "redrive_pct", "must be 0 to 100")?;
+        require(
+            (1..=100).contains(&self.contributor_cap_pct),
+            "contributor_cap_pct",
+            "must be 1 to 100",
+        )?;
+        require(
+            self.fraud.max_speed_mps > 0.0,
+            "fraud.max_speed_mps",
+            "must be positive",
+        )?;
+        require(
+            self.fraud.two_places_m > 0.0,
+            "fraud.two_places_m",
+            "must be positive",
+        )
     }
 }

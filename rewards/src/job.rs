@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use h3o::Resolution;
 use hexroad_lake::Snapshot;
-use hexroad_lake::reads::epoch::EpochFrame;
+use hexroad_lake::reads::epoch::{EpochFrame, EpochFrames};
 
 use crate::allocate::{CellInput, Claim, Split, split};
 use crate::config::RewardConfig;
@@ -68,8 +68,8 @@ pub async fn run(
 ) -> Result<Outcome> {
     let evidence = Evidence::gather(snapshot, epoch, config).await?;
     let flags = fraud::check(&evidence, &config.fraud);
-    let frames = &evidence.frames.frames;
     let names = &evidence.frames;
+    let frames = &names.frames;
 
     let devices: BTreeMap<String, String> = frames
         .iter()
@@ -83,20 +83,7 @@ pub async fn run(
             )
         })
         .collect();
-    let excluded_devices: BTreeSet<String> = if config.fraud.exclude_flagged_devices {
-        flags
-            .iter()
-            .filter(|f| f.subject_kind == "device")
-            .map(|f| f.subject.clone())
-            .collect()
-    } else {
-        BTreeSet::new()
-    };
-    let excluded_uploads: BTreeSet<String> = flags
-        .iter()
-        .filter(|f| f.subject_kind == "upload")
-        .map(|f| f.subject.clone())
-        .collect();
+    let (excluded_devices, excluded_uploads) = exclusions(&flags, config);
     // The same exclusions as indexes, so millions of frames compare numbers.
     let excluded = |ids: &BTreeSet<String>, names: &[String]| -> Vec<bool> {
         names.iter().map(|n| ids.contains(n)).collect()
@@ -108,83 +95,9 @@ pub async fn run(
         .filter(|f| !device_out[f.device as usize] && !upload_out[f.upload as usize])
         .collect();
 
-    // When each covered cell was last covered before the epoch.
     let covered: BTreeSet<u64> = eligible.iter().map(|f| f.cell).collect();
-    let mut last_before: HashMap<u64, i64> = HashMap::new();
-    let resolution = Resolution::try_from(config.resolution).unwrap_or(Resolution::Ten);
-    for (cell, last) in snapshot
-        .last_covered_before(epoch.start, resolution)
-        .await?
-    {
-        if covered.contains(&cell) {
-            last_before.insert(cell, last);
-        }
-    }
-    let mut cells = BTreeMap::new();
-    let start_us = epoch.start.timestamp_micros();
-    for &cell in &covered {
-        let days_since = last_before
-            .get(&cell)
-            .map(|&t| (start_us - t) as f64 / 86_400e6);
-        let cap = f64::from(config.freshness_cap_days);
-        // 1000 for a cell covered just before, 2000 at the cap, and the
-        // novelty bonus on top of the cap for one never covered.
-        let base = match days_since {
-            Some(d) => 1000 + (1000.0 * d.clamp(0.0, cap) / cap).round() as u64,
-            None => 2000 * (100 + u64::from(config.novelty_bonus_pct)) / 100,
-        };
-        let region_milli = crate::regions::multiplier_milli(regions, cell);
-        cells.insert(
-            cell,
-            CellWeight {
-                cell,
-                weight: base * region_milli / 1000,
-                days_since,
-                region_milli,
-            },
-        );
-    }
-
-    // Claims: quality-weighted frames per drive, each further drive of the
-    // same cell by the same contributor discounted by redrive_pct.
-    // (cell, contributor) → their drives through it.
-    let mut drives: HashMap<(u64, u32), Vec<Drive>> = HashMap::new();
-    let mut frame_counts: BTreeMap<String, u64> = BTreeMap::new();
-    let mut counts: HashMap<u32, u64> = HashMap::new();
-    for f in &eligible {
-        let q = (f.quality.clamp(0.0, 1.0) * 1000.0).round() as u64;
-        let per_drive = drives.entry((f.cell, f.contributor)).or_default();
-        match per_drive.iter_mut().find(|d| d.upload == f.upload) {
-            Some(d) => {
-                d.first = d.first.min(f.ts);
-                d.quality += q;
-            }
-            None => per_drive.push(Drive {
-                first: f.ts,
-                upload: f.upload,
-                quality: q,
-            }),
-        }
-        *counts.entry(f.contributor).or_default() += 1;
-    }
-    for (who, n) in counts {
-        frame_counts.insert(names.contributors[who as usize].to_string(), n);
-    }
-    let mut claims = BTreeMap::new();
-    for ((cell, who), mut per_drive) in drives {
-        per_drive.sort_by(|a, b| {
-            a.first.cmp(&b.first).then_with(|| {
-                names.uploads[a.upload as usize].cmp(&names.uploads[b.upload as usize])
-            })
-        });
-        let mut total = 0u64;
-        let mut factor = 1_000_000u64;
-        for d in per_drive {
-            total += d.quality * factor / 1_000_000;
-            factor = factor * u64::from(config.redrive_pct) / 100;
-        }
-        claims.insert((cell, names.contributors[who as usize].to_string()), total);
-    }
+    let cells = cell_weights(snapshot, epoch, config, regions, &covered).await?;
+    let (claims, frame_counts) = claims(&eligible, names, config);
     let mut inputs: BTreeMap<u64, CellInput> = BTreeMap::new();
     for ((cell, who), weight) in &claims {
         inputs
@@ -217,6 +130,117 @@ pub async fn run(
         devices,
         split,
     })
+}
+
+/// The devices (when the settings say so) and uploads the flags exclude.
+fn exclusions(flags: &[Flag], config: &RewardConfig) -> (BTreeSet<String>, BTreeSet<String>) {
+    let subjects = |kind: &str| -> BTreeSet<String> {
+        flags
+            .iter()
+            .filter(|f| f.subject_kind == kind)
+            .map(|f| f.subject.clone())
+            .collect()
+    };
+    let devices = if config.fraud.exclude_flagged_devices {
+        subjects("device")
+    } else {
+        BTreeSet::new()
+    };
+    (devices, subjects("upload"))
+}
+
+/// Each covered cell's weight: 1000 for a cell covered just before the
+/// epoch, rising to 2000 at the freshness cap, the novelty bonus on top for
+/// one never covered, times its region's multiplier.
+async fn cell_weights(
+    snapshot: &Snapshot,
+    epoch: &Epoch,
+    config: &RewardConfig,
+    regions: &[crate::regions::Region],
+    covered: &BTreeSet<u64>,
+) -> Result<BTreeMap<u64, CellWeight>> {
+    let mut last_before: HashMap<u64, i64> = HashMap::new();
+    let resolution = Resolution::try_from(config.resolution).unwrap_or(Resolution::Ten);
+    for (cell, last) in snapshot
+        .last_covered_before(epoch.start, resolution)
+        .await?
+    {
+        if covered.contains(&cell) {
+            last_before.insert(cell, last);
+        }
+    }
+    let mut cells = BTreeMap::new();
+    let start_us = epoch.start.timestamp_micros();
+    let cap = f64::from(config.freshness_cap_days);
+    for &cell in covered {
+        let days_since = last_before
+            .get(&cell)
+            .map(|&t| (start_us - t) as f64 / 86_400e6);
+        let base = match days_since {
+            Some(d) => 1000 + (1000.0 * d.clamp(0.0, cap) / cap).round() as u64,
+            None => 2000 * (100 + u64::from(config.novelty_bonus_pct)) / 100,
+        };
+        let region_milli = crate::regions::multiplier_milli(regions, cell);
+        cells.insert(
+            cell,
+            CellWeight {
+                cell,
+                weight: base * region_milli / 1000,
+                days_since,
+                region_milli,
+            },
+        );
+    }
+    Ok(cells)
+}
+
+/// (cell, contributor) → claim, and eligible frames per contributor. A
+/// claim is the quality-weighted frames of each drive through the cell, each
+/// further drive of the same cell by the same contributor discounted by
+/// `redrive_pct`.
+fn claims(
+    eligible: &[&EpochFrame],
+    names: &EpochFrames,
+    config: &RewardConfig,
+) -> (BTreeMap<(u64, String), u64>, BTreeMap<String, u64>) {
+    let mut drives: HashMap<(u64, u32), Vec<Drive>> = HashMap::new();
+    let mut counts: HashMap<u32, u64> = HashMap::new();
+    for f in eligible {
+        let q = (f.quality.clamp(0.0, 1.0) * 1000.0).round() as u64;
+        let per_drive = drives.entry((f.cell, f.contributor)).or_default();
+        match per_drive.iter_mut().find(|d| d.upload == f.upload) {
+            Some(d) => {
+                d.first = d.first.min(f.ts);
+                d.quality += q;
+            }
+            None => per_drive.push(Drive {
+                first: f.ts,
+                upload: f.upload,
+                quality: q,
+            }),
+        }
+        *counts.entry(f.contributor).or_default() += 1;
+    }
+    let frame_counts = counts
+        .into_iter()
+        .map(|(who, n)| (names.contributors[who as usize].to_string(), n))
+        .collect();
+    let mut claims = BTreeMap::new();
+    for ((cell, who), mut per_drive) in drives {
+        per_drive.sort_by(|a, b| {
+            a.first.cmp(&b.first).then_with(|| {
+                names.uploads[a.upload as usize].cmp(&names.uploads[b.upload as usize])
+            })
+        });
+        let mut total = 0u64;
+        let mut factor = 1_000_000u64;
+        for d in per_drive {
+            total += d.quality * factor / 1_000_000;
+            factor = factor * u64::from(config.redrive_pct) / 100;
+        }
+        claims.insert((cell, names.contributors[who as usize].to_string()), total);
+    }
+    (claims, frame_counts)
 }
 
 fn to_strings<T: ToString>(ids: &[T]) -> Vec<String> {

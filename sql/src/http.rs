@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
 
+use hexroad_http::ApiError;
 use hexroad_lake::{Error, Lake, OutputFormat, QueryLimits, Refusal, render_batches};
 
 /// Who may query, and within what.
@@ -49,12 +50,8 @@ struct Body {
     query: String,
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        axum::Json(serde_json::json!({ "error": code, "message": message.into() })),
-    )
-        .into_response()
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    ApiError::new(status, code, message).into_response()
 }
 
 /// The SQL routes, to merge into a server's router.
@@ -141,10 +138,7 @@ async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
                 buf,
             )
                 .into_response(),
-            Err(e) => {
-                tracing::error!(error = %e, "POST /v1/sql: encoding Arrow IPC");
-                internal()
-            }
+            Err(e) => ApiError::internal("POST /v1/sql: encoding Arrow IPC", &e).into_response(),
         };
     }
     let (format, content_type) = if accept.contains("text/csv") {
@@ -154,20 +148,8 @@ async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     };
     match render_batches(&output.batches, format) {
         Ok(text) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e.full_message(), "POST /v1/sql: rendering the answer");
-            internal()
-        }
+        Err(e) => ApiError::internal("POST /v1/sql: rendering the answer", &e).into_response(),
     }
-}
-
-/// A fault on the server's side: the cause is logged, never sent.
-fn internal() -> Response {
-    error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "the answer could not be sent; see the server log",
-    )
 }
 
 fn query_error(e: &Error) -> Response {
@@ -177,14 +159,7 @@ fn query_error(e: &Error) -> Response {
         Refusal::Timeout => StatusCode::REQUEST_TIMEOUT,
         Refusal::MemoryLimit => StatusCode::PAYLOAD_TOO_LARGE,
         Refusal::BadQuery => StatusCode::BAD_REQUEST,
-        Refusal::Internal => {
-            tracing::error!(error = %e.full_message(), "POST /v1/sql");
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                refusal.code(),
-                "the query could not be run; see the server log",
-            );
-        }
+        Refusal::Internal => return ApiError::internal("POST /v1/sql", e).into_response(),
     };
     error(status, refusal.code(), e.full_message())
 }

@@ -11,6 +11,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use hexroad_http::ApiError;
+
 use crate::{Error, TileId, Tiles};
 
 /// The web map page.
@@ -22,12 +24,8 @@ struct Shared {
     maplibre: PathBuf,
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        axum::Json(serde_json::json!({ "error": code, "message": message.into() })),
-    )
-        .into_response()
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    ApiError::new(status, code, message).into_response()
 }
 
 /// The map routes, to merge into a server's router.
@@ -139,12 +137,8 @@ async fn tile(
             return error(StatusCode::NOT_FOUND, "no_such_tile", e.to_string());
         }
         Err(e) => {
-            tracing::error!(error = %e, z = id.z, x = id.x, y = id.y, "rendering a tile");
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the tile could not be rendered; see the server log",
-            );
+            let context = format!("rendering tile {}/{}/{}", id.z, id.x, id.y);
+            return ApiError::internal(&context, &e).into_response();
         }
     };
     let etag = HeaderValue::from_str(&tile.etag).unwrap_or(HeaderValue::from_static("\"\""));
@@ -219,13 +213,6 @@ async fn frame(State(shared): State<Arc<Shared>>, Path(file): Path<String>) -> R
             "no_such_frame",
             format!("no published frame {id}"),
         ),
-        Err(e) => {
-            tracing::error!(error = %e, frame = %id, "reading a frame");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the frame could not be read; see the server log",
-            )
-        }
+        Err(e) => ApiError::internal(&format!("reading frame {id}"), &e).into_response(),
     }
 }

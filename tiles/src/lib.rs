@@ -2,10 +2,12 @@
 //! tracks as Mapbox Vector Tiles, a cache that forgets exactly the tiles
 //! whose cells receive new frames, TileJSON, the web map, and PMTiles export.
 //!
-//! Tiles are rendered from SQL over the lake, so what the map shows is what
-//! `SELECT … FROM coverage` answers.
+//! Tiles are rendered from the lake's typed reads, so what the map shows is
+//! what `SELECT … FROM coverage` answers. Each layer is a [`layers::Layer`];
+//! this file is the cache and the invalidation around them.
 
 pub mod http;
+mod layers;
 pub mod mercator;
 pub mod mvt;
 pub mod pmtiles;
@@ -17,12 +19,16 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use h3o::{CellIndex, Resolution};
 use hexroad_lake::object_store::ObjectStoreExt;
-use hexroad_lake::{BoundingBox, FramePoint, Lake, Snapshot};
-use hexroad_wire::{DeviceId, FrameId, UploadId};
+use hexroad_lake::{FramePoint, Lake, Snapshot};
+use hexroad_wire::settings::{SettingError, require};
+use hexroad_wire::{FrameId, UploadId};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
+pub use layers::RenderContext;
 pub use mercator::TileId;
+
+use layers::{Coverage, Frames, Layer, Tracks};
 
 /// Tile coordinates per tile side, and the margin drawn beyond it so
 /// strokes and hexagons meet cleanly at tile edges.
@@ -48,10 +54,10 @@ pub struct TilesConfig {
     pub cache_tiles: usize,
     /// A cached tile is rendered again after this long even without new
     /// frames, so `freshness_days` keeps up with the clock.
-    #[serde(with = "hexroad_lake::duration_text")]
+    #[serde(with = "hexroad_wire::settings::duration_text")]
     pub max_age: Duration,
     /// How often the cache looks for newly processed uploads.
-    #[serde(with = "hexroad_lake::duration_text")]
+    #[serde(with = "hexroad_wire::settings::duration_text")]
     pub poll_interval: Duration,
     /// MapLibre GL JS's `dist/` folder, installed from npm by the set-up.
     pub maplibre: std::path::PathBuf,
@@ -74,20 +80,25 @@ impl Default for TilesConfig {
 }
 
 impl TilesConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.max_resolution > 15 {
-            return Err("tiles.max_resolution must be 0 to 15".into());
-        }
-        if !(self.min_hex_px > 0.0 && self.min_hex_px.is_finite()) {
-            return Err("tiles.min_hex_px must be a positive number".into());
-        }
-        if self.maxzoom > 22 || self.frames_minzoom > self.maxzoom {
-            return Err("tiles.maxzoom must be at most 22 and at least frames_minzoom".into());
-        }
-        if self.cache_tiles == 0 {
-            return Err("tiles.cache_tiles must be positive".into());
-        }
-        Ok(())
+    /// Checks values a typo could make absurd, naming the bad key.
+    pub fn validate(&self) -> std::result::Result<(), SettingError> {
+        require(
+            self.max_resolution <= 15,
+            "max_resolution",
+            "must be 0 to 15",
+        )?;
+        require(
+            self.min_hex_px > 0.0 && self.min_hex_px.is_finite(),
+            "min_hex_px",
+            "must be a positive number",
+        )?;
+        require(self.maxzoom <= 22, "maxzoom", "must be at most 22")?;
+        require(
+            self.frames_minzoom <= self.maxzoom,
+            "frames_minzoom",
+            "must be at most maxzoom",
+        )?;
+        require(self.cache_tiles > 0, "cache_tiles", "must be positive")
     }
 
     /// The hexagon resolution drawn at zoom `z`: the finest whose hexagons
@@ -156,7 +167,12 @@ pub struct Tiles {
     /// The published frames' bounds and the cache generation they were
     /// read at: the map asks every few seconds, frames land far less often.
     bounds: tokio::sync::Mutex<Option<(u64, Option<[f64; 4]>)>>,
+    /// The time tiles are made at; the system clock unless a test fixes it.
+    clock: Clock,
 }
+
+/// The clock tiles are rendered by.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 /// Frame image keys remembered before the map of them is cleared.
 const REMEMBERED_IMAGES: usize = 200_000;
@@ -177,10 +193,17 @@ impl Tiles {
             session: tokio::sync::Mutex::new(None),
             images: Mutex::new(HashMap::new()),
             bounds: tokio::sync::Mutex::new(None),
+            clock: Arc::new(Utc::now),
         };
         let processed = tiles.processed_uploads().await?;
         tiles.lock().seen_uploads = processed;
         Ok(tiles)
+    }
+
+    /// Renders by `clock` instead of the system's (fixed times in tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn config(&self) -> &TilesConfig {
@@ -303,109 +326,16 @@ impl Tiles {
     /// Renders a tile in a session the caller holds: many tiles from one
     /// snapshot of the tables, as an export wants.
     pub async fn render_in(&self, snapshot: &Snapshot, id: TileId) -> Result<Tile> {
-        let now = Utc::now();
-        let mut coverage = mvt::Layer::new("coverage", EXTENT);
-        let mut frames = mvt::Layer::new("frames", EXTENT);
-        let mut tracks = mvt::Layer::new("tracks", EXTENT);
-        let lo = -f64::from(BUFFER);
-        let hi = f64::from(EXTENT + BUFFER);
-
-        // Coverage: hexagons at the zoom's resolution, from every published
-        // frame of every cell that reaches into the (buffered) tile.
-        let res = Resolution::try_from(self.config.resolution(id.z)).unwrap_or(Resolution::Zero);
-        let margin_m = 2.5 * res.edge_length_m();
-        for c in snapshot.coverage_in(widen(id, margin_m), res).await? {
-            let ring: Vec<[f64; 2]> = c
-                .cell
-                .boundary()
-                .iter()
-                .map(|ll| id.project(ll.lat(), ll.lng(), EXTENT))
-                .collect();
-            let clipped = mercator::clip_ring(&ring, lo, hi);
-            if clipped.len() < 3 {
-                continue;
-            }
-            let geometry = mvt::Geometry::Polygon(vec![round(&clipped)]);
-            let cell = u64::from(c.cell);
-            coverage.add(
-                Some(cell),
-                &geometry,
-                &[
-                    ("cell", mvt::Value::String(cell.to_string())),
-                    ("res", mvt::Value::Uint(u8::from(res).into())),
-                    ("frames", mvt::Value::Uint(c.frames)),
-                    ("contributors", mvt::Value::Uint(c.contributors)),
-                    ("first_seen", mvt::Value::String(iso(c.first_seen))),
-                    ("last_seen", mvt::Value::String(iso(c.last_seen))),
-                    (
-                        "freshness_days",
-                        mvt::Value::Double(
-                            ((now - c.last_seen).num_seconds() as f64 / 86_400.0 * 100.0).round()
-                                / 100.0,
-                        ),
-                    ),
-                ],
-            );
-        }
-
-        // Frames: one point each, with what the map needs to open it.
-        if id.z >= self.config.frames_minzoom {
-            let points = snapshot.frames_in(widen(id, 0.0)).await?;
-            self.remember_images(&points);
-            for f in points {
-                let p = id.project(f.lat, f.lon, EXTENT);
-                if !(lo..hi).contains(&p[0]) || !(lo..hi).contains(&p[1]) {
-                    continue;
-                }
-                frames.add(
-                    None,
-                    &mvt::Geometry::Points(vec![[p[0].round() as i32, p[1].round() as i32]]),
-                    &[
-                        ("frame_id", mvt::Value::String(f.frame_id.to_string())),
-                        ("ts", mvt::Value::String(iso(f.ts))),
-                        ("heading", mvt::Value::Double(f.heading)),
-                        (
-                            "contributor_id",
-                            mvt::Value::String(f.contributor_id.to_string()),
-                        ),
-                        (
-                            "image_url",
-                            mvt::Value::String(format!("/frames/{}.jpg", f.frame_id)),
-                        ),
-                    ],
-                );
-            }
-        }
-
-        // Tracks: each accepted drive's fixes as a line, simplified to half
-        // a screen pixel at this zoom.
-        if id.z >= self.config.tracks_minzoom {
-            let mut lines: Vec<(UploadId, DeviceId, Vec<[f64; 2]>)> = Vec::new();
-            for fix in snapshot.track_fixes_in(widen(id, 200.0)).await? {
-                let p = id.project(fix.lat, fix.lon, EXTENT);
-                match lines.last_mut() {
-                    Some((u, _, pts)) if *u == fix.upload_id => pts.push(p),
-                    _ => lines.push((fix.upload_id, fix.device_id, vec![p])),
-                }
-            }
-            let tolerance = f64::from(EXTENT) / 256.0 / 2.0;
-            for (upload, device, pts) in lines {
-                let simple = mercator::simplify(&pts, tolerance);
-                let parts: Vec<Vec<[i32; 2]>> = mercator::clip_line(&simple, lo, hi)
-                    .iter()
-                    .map(|p| round(p))
-                    .collect();
-                tracks.add(
-                    None,
-                    &mvt::Geometry::Lines(parts),
-                    &[
-                        ("upload_id", mvt::Value::String(upload.to_string())),
-                        ("device_id", mvt::Value::String(device.to_string())),
-                    ],
-                );
-            }
-        }
-
+        let ctx = RenderContext {
+            snapshot,
+            config: &self.config,
+            now: (self.clock)(),
+        };
+        let coverage = layers::draw(&mut Coverage, &ctx, id).await?;
+        let mut frame_points = Frames::default();
+        let frames = layers::draw(&mut frame_points, &ctx, id).await?;
+        self.remember_images(&frame_points.drawn);
+        let tracks = layers::draw(&mut Tracks, &ctx, id).await?;
         let counts = [coverage.len(), frames.len(), tracks.len()];
         let bytes = mvt::encode(&[coverage, frames, tracks]);
         let gzip = gzip(&bytes);
@@ -547,33 +477,6 @@ fn tiles_reached(out: &mut HashSet<TileId>, z: u8, points: impl Iterator<Item = 
     }
 }
 
-/// The tile's bounds widened by `margin_m` metres and the tile buffer.
-fn widen(id: TileId, margin_m: f64) -> BoundingBox {
-    let [w, s, e, n] = id.bounds();
-    let buffer = f64::from(BUFFER) / f64::from(EXTENT);
-    let (dx, dy) = ((e - w) * buffer, (n - s) * buffer);
-    let lat_m = margin_m / 111_320.0;
-    let widest = s.abs().max(n.abs()).min(89.0).to_radians().cos();
-    let lon_m = margin_m / (111_320.0 * widest);
-    BoundingBox {
-        south: s - dy - lat_m,
-        north: n + dy + lat_m,
-        west: w - dx - lon_m,
-        east: e + dx + lon_m,
-    }
-}
-
-fn round(points: &[[f64; 2]]) -> Vec<[i32; 2]> {
-    points
-        .iter()
-        .map(|p| [p[0].round() as i32, p[1].round() as i32])
-        .collect()
-}
-
-fn iso(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -621,44 +524,9 @@ pub fn tilejson(config: &TilesConfig, urls: &[String]) -> serde_json::Value {
         "maxzoom": config.maxzoom,
         "bounds": [-180.0, -85.051_128_779_806_59, 180.0, 85.051_128_779_806_59],
         "vector_layers": [
-            {
-                "id": "coverage",
-                "description": "H3 hexagons with published frames; the resolution follows the zoom",
-                "minzoom": 0,
-                "maxzoom": config.maxzoom,
-                "fields": {
-                    "cell": "String: the H3 index in decimal",
-                    "res": "Number: the H3 resolution",
-                    "frames": "Number: published frames in the cell",
-                    "contributors": "Number: distinct contributors",
-                    "first_seen": "String: the first frame's time, RFC 3339",
-                    "last_seen": "String: the latest frame's time, RFC 3339",
-                    "freshness_days": "Number: days since the latest frame when the tile was made"
-                }
-            },
-            {
-                "id": "frames",
-                "description": "Published (anonymized) frames",
-                "minzoom": config.frames_minzoom,
-                "maxzoom": config.maxzoom,
-                "fields": {
-                    "frame_id": "String",
-                    "ts": "String: capture time, RFC 3339",
-                    "heading": "Number: degrees clockwise from north",
-                    "contributor_id": "String",
-                    "image_url": "String: the anonymized JPEG, relative to the server"
-                }
-            },
-            {
-                "id": "tracks",
-                "description": "Accepted drives' GNSS tracks, simplified to the zoom",
-                "minzoom": config.tracks_minzoom,
-                "maxzoom": config.maxzoom,
-                "fields": {
-                    "upload_id": "String",
-                    "device_id": "String"
-                }
-            }
+            Coverage::describe(config),
+            Frames::describe(config),
+            Tracks::describe(config),
         ]
     })
 }

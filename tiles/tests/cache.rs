@@ -4,69 +4,15 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use hexroad_lake::{FrameRecord, Lake, ProcessingRecord, ProcessingStatus, TableName};
+use hexroad_lake::Lake;
 use hexroad_tiles::{TileId, Tiles, TilesConfig};
-use hexroad_wire::{ContributorId, DeviceId, FrameId, UploadId};
 
-/// Publishes `points` as one upload's frames, then its verdict, in the
-/// order the vision worker commits them.
+mod common;
+
+/// Publishes `points` as one upload's frames, now.
 async fn publish(lake: &Lake, upload: u128, points: &[(f64, f64)]) -> Vec<h3o::CellIndex> {
-    let upload = UploadId(uuid::Uuid::from_u128(upload));
     let now = Utc::now();
-    let rows: Vec<FrameRecord> = points
-        .iter()
-        .enumerate()
-        .map(|(i, &(lat, lon))| FrameRecord {
-            frame_id: FrameId::from_bytes((upload.0.as_u128() + i as u128).to_be_bytes()),
-            upload_id: upload,
-            device_id: DeviceId::from_public_key(&[7; 32]),
-            contributor_id: "contributor-1".parse::<ContributorId>().unwrap(),
-            ts: now,
-            lat,
-            lon,
-            heading: 90.0,
-            speed: 10.0,
-            cell: hexroad_wire::grid::cell_at(lat, lon).unwrap().into(),
-            image_key: Some(format!("frames/x/{i}.jpg")),
-            width: 320,
-            height: 240,
-            image_bytes: 1000,
-            faces_blurred: 0,
-            plates_blurred: 0,
-            phash: 0,
-            quality: 1.0,
-            sharpness: 1.0,
-            dedupe_of: None,
-            dedupe_reason: None,
-            model_versions: "test".into(),
-            processed_at: now,
-        })
-        .collect();
-    lake.append_rows(
-        TableName::Frames,
-        hexroad_lake::schema::frames_batch(&rows).unwrap(),
-    )
-    .await
-    .unwrap();
-    let verdict = ProcessingRecord {
-        upload_id: upload,
-        status: ProcessingStatus::Processed,
-        reason: None,
-        frames_published: rows.len() as u64,
-        frames_deduplicated: 0,
-        worker: "test".into(),
-        at: now,
-    };
-    lake.append_rows(
-        TableName::Processing,
-        hexroad_lake::schema::processing_batch(&verdict).unwrap(),
-    )
-    .await
-    .unwrap();
-    points
-        .iter()
-        .map(|&(lat, lon)| hexroad_wire::grid::cell_at(lat, lon).unwrap())
-        .collect()
+    common::publish_at(lake, upload, points, |_| now, now).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

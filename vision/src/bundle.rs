@@ -9,7 +9,7 @@ use crate::video::Flow;
 use crate::{Error, Result};
 
 /// The JPEG frames of a tar bundle, named `<unix_ms>.jpg`, in time order.
-pub(crate) fn frames(path: &Path, consider: &mut Consider<'_>) -> Result<()> {
+pub(crate) fn frames(path: &Path, max_pixels: u64, consider: &mut Consider<'_>) -> Result<()> {
     use std::io::Read;
     let bad = |reason: String| Error::Input {
         path: path.to_owned(),
@@ -47,14 +47,86 @@ pub(crate) fn frames(path: &Path, consider: &mut Consider<'_>) -> Result<()> {
     for (i, (ms, data)) in frames.into_iter().enumerate() {
         let ts = DateTime::from_timestamp_millis(ms)
             .ok_or_else(|| bad(format!("{ms}.jpg: bad time")))?;
-        let mut decode = || {
-            image::load_from_memory(&data)
-                .map(|d| d.to_rgb8())
-                .map_err(|e| bad(format!("{ms}.jpg: {e}")))
-        };
+        let mut decode =
+            || decode_within(&data, max_pixels).map_err(|e| bad(format!("{ms}.jpg: {e}")));
         if consider(i as u64, ts, &mut decode)? == Flow::Stop {
             break;
         }
     }
     Ok(())
+}
+
+/// Decodes a JPEG, refusing from its header one whose picture exceeds
+/// `max_pixels` before any pixel buffer is allocated (ingest checks too;
+/// this holds for uploads stored before a limit was lowered).
+fn decode_within(data: &[u8], max_pixels: u64) -> std::result::Result<image::RgbImage, String> {
+    if let Some((w, h)) = declared_size(data)
+        && u64::from(w) * u64::from(h) > max_pixels
+    {
+        return Err(format!("{w}×{h} exceeds the limit of {max_pixels} pixels"));
+    }
+    let open = || {
+        image::ImageReader::new(std::io::Cursor::new(data))
+            .with_guessed_format()
+            .map_err(|e| e.to_string())
+    };
+    let mut reader = open()?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(max_pixels.saturating_mul(4));
+    reader.limits(limits);
+    reader
+        .decode()
+        .map(|d| d.to_rgb8())
+        .map_err(|e| e.to_string())
+}
+
+/// Width and height from a JPEG's start-of-frame marker, walking the
+/// segments; `None` when the bytes do not get that far (the decoder then
+/// refuses them, under its allocation limit).
+fn declared_size(data: &[u8]) -> Option<(u32, u32)> {
+    let mut i = 2;
+    while i + 9 <= data.len() {
+        if data[i] != 0xFF {
+            return None;
+        }
+        let marker = data[i + 1];
+        if marker == 0xFF {
+            i += 1;
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([data[i + 2], data[i + 3]]));
+        if (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker) {
+            let h = u16::from_be_bytes([data[i + 5], data[i + 6]]);
+            let w = u16::from_be_bytes([data[i + 7], data[i + 8]]);
+            return Some((w.into(), h.into()));
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14, resolution bomb: a 23000×23000 JPEG header is refused
+    /// before decoding would allocate 1.5 GB for its pixels.
+    #[test]
+    fn a_resolution_bomb_is_refused_before_decoding() {
+        let mut j = vec![0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08];
+        j.extend(23000u16.to_be_bytes());
+        j.extend(23000u16.to_be_bytes());
+        j.extend([0x03, 0x01, 0x22, 0x00, 0x02, 0x11, 0x01, 0x03, 0x11, 0x01]);
+        j.extend([0xFF, 0xD9]);
+        let e = decode_within(&j, 7680 * 4320).unwrap_err();
+        assert!(e.contains("23000×23000"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// No bytes make the header walk panic.
+        #[test]
+        fn declared_size_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..128)) {
+            let _ = declared_size(&bytes);
+        }
+    }
 }

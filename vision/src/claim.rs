@@ -56,22 +56,45 @@ fn process_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Takes the upload if no live claim holds it.
+/// What [`claim`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claimed {
+    /// This worker holds the upload now, as attempt `attempt`.
+    Taken { attempt: u32 },
+    /// A live claim of another worker holds it.
+    Held,
+    /// `attempts` claims lapsed without a verdict (each holder died on it,
+    /// or stalled past its lease):
+    /// it is not tried again, so one poisonous upload cannot kill workers
+    /// forever.
+    Exhausted { attempts: u32 },
+}
+
+/// Takes the upload if no live claim holds it and fewer than `max_attempts`
+/// earlier claims lapsed on it without a verdict. An attempt that ended in a
+/// verdict (even `failed`, retried once the cause is fixed) is marked done by
+/// [`finish`] and does not count.
 pub(crate) async fn claim(
     store: &Arc<dyn ObjectStore>,
     who: &Claimant,
     upload: UploadId,
     now: DateTime<Utc>,
-) -> Result<bool> {
+    max_attempts: u32,
+) -> Result<Claimed> {
     let prefix = StorePath::from(format!("claims/vision/{upload}"));
     let listed: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
     let mut latest: Option<(u32, StorePath)> = None;
+    let (mut claims, mut done) = (0u32, 0u32);
     for meta in listed {
-        let n = meta
-            .location
-            .filename()
-            .and_then(|f| f.strip_suffix(".json"))
+        let name = meta.location.filename().unwrap_or_default();
+        if name.ends_with(".done") {
+            done += 1;
+            continue;
+        }
+        let n = name
+            .strip_suffix(".json")
             .and_then(|f| f.parse::<u32>().ok());
+        claims += u32::from(n.is_some());
         if let Some(n) = n
             && latest.as_ref().is_none_or(|(m, _)| n > *m)
         {
@@ -87,13 +110,17 @@ pub(crate) async fn claim(
                     && claim.pid != std::process::id()
                     && !process_alive(claim.pid);
                 if claim.expires_at > now && !holder_died {
-                    return Ok(false);
+                    return Ok(Claimed::Held);
                 }
                 info!(%upload, previous = %claim.worker, "taking over a lapsed claim");
             }
             n + 1
         }
     };
+    let lapsed = claims.saturating_sub(done);
+    if lapsed >= max_attempts {
+        return Ok(Claimed::Exhausted { attempts: lapsed });
+    }
     let claim = Claim {
         worker: who.worker.clone(),
         host: who.host.clone(),
@@ -107,8 +134,20 @@ pub(crate) async fn claim(
         .put_opts(&key, PutPayload::from(body), PutMode::Create.into())
         .await
     {
-        Ok(_) => Ok(true),
-        Err(hexroad_lake::object_store::Error::AlreadyExists { .. }) => Ok(false),
+        Ok(_) => Ok(Claimed::Taken { attempt: next }),
+        Err(hexroad_lake::object_store::Error::AlreadyExists { .. }) => Ok(Claimed::Held),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Marks attempt `attempt` as ended with a verdict, so it does not count
+/// toward the attempt limit.
+pub(crate) async fn finish(
+    store: &Arc<dyn ObjectStore>,
+    upload: UploadId,
+    attempt: u32,
+) -> Result<()> {
+    let key = StorePath::from(format!("claims/vision/{upload}/{attempt:06}.done"));
+    store.put(&key, PutPayload::from_static(b"{}")).await?;
+    Ok(())
 }

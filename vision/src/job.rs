@@ -253,7 +253,7 @@ fn sample_frames(
                         ts: DateTime<Utc>,
                         rgb: &mut dyn FnMut() -> Result<image::RgbImage>|
      -> Result<Flow> {
-        let Some(pose) = track.at(ts, config.max_track_gap_s) else {
+        let Some(pose) = track.at(ts, config.max_track_gap.as_secs_f64()) else {
             return Ok(Flow::Continue);
         };
         if !sampler.due(&pose) {
@@ -296,7 +296,7 @@ fn sample_frames(
         })?;
         Ok(())
     } else {
-        bundle::frames(path, &mut consider)
+        bundle::frames(path, config.max_pixels, &mut consider)
     }
 }
 

@@ -304,4 +304,26 @@ mod tests {
         assert!(err.to_string().contains("not a valid model"), "{err}");
         assert!(with_dynamic_image_size(b"").is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever bytes a model file holds, the rewrite answers a model
+        /// or an error; it never panics or loops.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = with_dynamic_image_size(&bytes);
+        }
+
+        /// A valid model with arbitrary image sizes keeps every byte outside
+        /// the shapes it rewrites, and rewriting is idempotent.
+        #[test]
+        fn any_image_size_is_rewritten_once(h in 1u64..5000, w in 1u64..5000, c in 1u64..8) {
+            let mut graph = Vec::new();
+            write_len_field(&mut graph, GRAPH_INPUT, &value_info("in", &[1, c, h, w]));
+            write_len_field(&mut graph, GRAPH_OUTPUT, &value_info("out", &[1, c, h, w]));
+            let mut model = Vec::new();
+            write_len_field(&mut model, MODEL_GRAPH, &graph);
+            let once = with_dynamic_image_size(&model).unwrap();
+            proptest::prop_assert_eq!(with_dynamic_image_size(&once).unwrap(), once);
+        }
+    }
 }

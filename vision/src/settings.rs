@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hexroad_wire::settings::{SettingError, require};
 use serde::{Deserialize, Serialize};
 
 use crate::{DetectorConfig, MaskConfig};
@@ -29,16 +30,23 @@ pub struct VisionConfig {
     /// How far back near-duplicates are searched.
     pub dedupe_window_days: i64,
     pub jpeg_quality: u8,
+    /// Most pixels in one picture decoded (a frame bundle's JPEG); larger is
+    /// rejected from its header, before any pixel buffer is allocated.
+    pub max_pixels: u64,
+    /// Claims that may lapse on an upload without a verdict (the worker died
+    /// or stalled) before it is marked failed and not tried again.
+    pub max_attempts: u32,
     /// How long a claim holds an upload against other workers.
-    #[serde(with = "hexroad_lake::duration_text")]
+    #[serde(with = "hexroad_wire::settings::duration_text")]
     pub lease: Duration,
     /// How long a video waits for its GNSS track before it is rejected.
-    #[serde(with = "hexroad_lake::duration_text")]
+    #[serde(with = "hexroad_wire::settings::duration_text")]
     pub track_wait: Duration,
-    #[serde(with = "hexroad_lake::duration_text")]
+    #[serde(with = "hexroad_wire::settings::duration_text")]
     pub poll_interval: Duration,
     /// Longest gap between fixes across which a position is interpolated.
-    pub max_track_gap_s: f64,
+    #[serde(with = "hexroad_wire::settings::duration_text")]
+    pub max_track_gap: Duration,
 }
 
 impl Default for VisionConfig {
@@ -59,29 +67,34 @@ impl Default for VisionConfig {
             dedupe_window_days: 30,
             jpeg_quality: 85,
             lease: Duration::from_secs(600),
+            max_attempts: 3,
+            max_pixels: 7680 * 4320,
             track_wait: Duration::from_secs(600),
             poll_interval: Duration::from_secs(2),
-            max_track_gap_s: 5.0,
+            max_track_gap: Duration::from_secs(5),
         }
     }
 }
 
 impl VisionConfig {
-    /// Checks values a typo could make absurd; names the bad key.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.sample_distance_m.is_nan() || self.sample_distance_m <= 0.0 {
-            return Err("vision.sample_distance_m must be > 0".into());
-        }
-        if self.dedupe_resolution > 15 {
-            return Err("vision.dedupe_resolution must be 0–15".into());
-        }
-        if self.phash_max_bits > 32 {
-            return Err("vision.phash_max_bits must be ≤ 32".into());
-        }
-        if self.jpeg_quality == 0 || self.jpeg_quality > 100 {
-            return Err("vision.jpeg_quality must be 1–100".into());
-        }
-        Ok(())
+    /// Checks values a typo could make absurd, naming the bad key.
+    pub fn validate(&self) -> std::result::Result<(), SettingError> {
+        require(
+            self.sample_distance_m > 0.0,
+            "sample_distance_m",
+            "must be > 0",
+        )?;
+        require(
+            self.dedupe_resolution <= 15,
+            "dedupe_resolution",
+            "must be 0–15",
+        )?;
+        require(self.phash_max_bits <= 32, "phash_max_bits", "must be ≤ 32")?;
+        require(
+            (1..=100).contains(&self.jpeg_quality),
+            "jpeg_quality",
+            "must be 1–100",
+        )
     }
 }
 
@@ -96,6 +109,6 @@ mod tests {
             sample_distance_m: 0.0,
             ..VisionConfig::default()
         };
-        assert!(bad.validate().unwrap_err().contains("sample_distance_m"));
+        assert_eq!(bad.validate().unwrap_err().key, "sample_distance_m");
     }
 }

@@ -9,6 +9,7 @@
 //! - the `processing` row is written last.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -21,7 +22,7 @@ use hexroad_lake::{
 use hexroad_wire::{UploadId, UploadKind};
 use tracing::{error, info, warn};
 
-use crate::claim::{Claimant, claim};
+use crate::claim::{Claimant, Claimed, claim};
 use crate::dedupe::DedupeIndex;
 use crate::job::Job;
 use crate::sample::Track;
@@ -45,6 +46,8 @@ pub struct Worker {
     claimant: Claimant,
     /// Uploads this worker failed: left for a later (fixed) worker.
     failed_here: HashSet<UploadId>,
+    /// Where a video is copied from the store to be decoded.
+    scratch: PathBuf,
 }
 
 impl std::fmt::Debug for Worker {
@@ -59,7 +62,7 @@ impl Worker {
     /// Loads the models. A model that does not load does not stop the worker:
     /// it marks every upload it claims `failed` with the reason, and publishes
     /// nothing (fail closed).
-    pub fn new(lake: Arc<Lake>, config: VisionConfig) -> Self {
+    pub fn new(lake: Arc<Lake>, config: VisionConfig, scratch: PathBuf) -> Self {
         let (anonymizer, load_error) =
             match Anonymizer::load(&config.runtime, &config.detectors, config.mask) {
                 Ok(a) => {
@@ -78,6 +81,7 @@ impl Worker {
             anonymizer,
             load_error,
             failed_here: HashSet::new(),
+            scratch,
         }
     }
 
@@ -131,12 +135,32 @@ impl Worker {
                     continue;
                 }
             }
-            if !claim(&self.lake.blobs(), &self.claimant, upload.upload_id, now).await? {
-                pass.skipped += 1;
-                continue;
-            }
-            let verdict = match track_refused {
-                Some(reason) => ProcessingRecord {
+            let claimed = claim(
+                &self.lake.blobs(),
+                &self.claimant,
+                upload.upload_id,
+                now,
+                self.config.max_attempts,
+            )
+            .await?;
+            let verdict = match (claimed, track_refused) {
+                (Claimed::Held, _) => {
+                    pass.skipped += 1;
+                    continue;
+                }
+                (Claimed::Exhausted { attempts }, _) => ProcessingRecord {
+                    upload_id: upload.upload_id,
+                    status: ProcessingStatus::Failed,
+                    reason: Some(format!(
+                        "gave_up: {attempts} attempts ended without a verdict \
+                         (each worker died or stalled on this upload); not tried again"
+                    )),
+                    frames_published: 0,
+                    frames_deduplicated: 0,
+                    worker: self.claimant.worker.clone(),
+                    at: now,
+                },
+                (Claimed::Taken { .. }, Some(reason)) => ProcessingRecord {
                     upload_id: upload.upload_id,
                     status: ProcessingStatus::Rejected,
                     reason: Some(format!(
@@ -147,7 +171,7 @@ impl Worker {
                     worker: self.claimant.worker.clone(),
                     at: now,
                 },
-                None => self.process(&upload, track, now).await,
+                (Claimed::Taken { .. }, None) => self.process(&upload, track, now).await,
             };
             match verdict.status {
                 ProcessingStatus::Processed => pass.processed += 1,
@@ -159,6 +183,9 @@ impl Worker {
             }
             let batch = schema::processing_batch(&verdict)?;
             self.lake.append_rows(TableName::Processing, batch).await?;
+            if let Claimed::Taken { attempt } = claimed {
+                crate::claim::finish(&self.lake.blobs(), upload.upload_id, attempt).await?;
+            }
         }
         Ok(pass)
     }
@@ -271,9 +298,9 @@ impl Worker {
         let store = self.lake.blobs();
         let tmp = tempfile::Builder::new()
             .prefix("hexroad-vision-")
-            .tempfile()
+            .tempfile_in(&self.scratch)
             .map_err(|source| Error::Io {
-                path: std::env::temp_dir(),
+                path: self.scratch.clone(),
                 source,
             })?;
         let key = StorePath::from(upload.object_key.as_str());

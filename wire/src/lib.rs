@@ -13,6 +13,7 @@
 pub mod grid;
 mod ids;
 mod samples;
+pub mod settings;
 pub mod signature;
 pub mod track;
 pub mod vss;

@@ -57,9 +57,38 @@ pub fn parse(bytes: &[u8], format: TrackFormat) -> Result<Vec<GnssPoint>, TrackE
     }
 }
 
-fn line_of(bytes: &[u8], pos: u64) -> usize {
-    let end = usize::try_from(pos).unwrap_or(usize::MAX).min(bytes.len());
-    1 + bytes[..end].iter().filter(|&&b| b == b'\n').count()
+/// The line a byte position is on, counted forward only: the XML reader's
+/// positions only grow, so a whole document costs one pass over its bytes
+/// (counting from byte 0 at every event made a long track quadratic).
+struct Lines<'a> {
+    bytes: &'a [u8],
+    counted_to: usize,
+    line: usize,
+}
+
+impl<'a> Lines<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self {
+            bytes,
+            counted_to: 0,
+            line: 1,
+        }
+    }
+
+    fn at(&mut self, pos: u64) -> usize {
+        let end = usize::try_from(pos)
+            .unwrap_or(usize::MAX)
+            .min(self.bytes.len());
+        if end > self.counted_to {
+            let newlines = self.bytes[self.counted_to..end]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            self.line += newlines;
+            self.counted_to = end;
+        }
+        self.line
+    }
 }
 
 #[derive(Default)]
@@ -82,12 +111,13 @@ fn parse_gpx(bytes: &[u8]) -> Result<Vec<GnssPoint>, TrackError> {
     let mut field: Option<&'static str> = None;
     let mut saw_gpx = false;
     let mut depth: i64 = 0;
+    let mut lines = Lines::new(bytes);
     loop {
         let pos = reader.buffer_position();
+        let line = lines.at(pos);
         let event = reader
             .read_event_into(&mut buf)
-            .map_err(|e| err(line_of(bytes, pos), format!("not well-formed XML: {e}")))?;
-        let line = line_of(bytes, pos);
+            .map_err(|e| err(line, format!("not well-formed XML: {e}")))?;
         match event {
             Event::Start(e) if e.local_name().as_ref() == b"trkpt" => {
                 depth += 1;
@@ -145,7 +175,7 @@ fn parse_gpx(bytes: &[u8]) -> Result<Vec<GnssPoint>, TrackError> {
     }
     if depth != 0 || current.is_some() {
         return Err(err(
-            line_of(bytes, reader.buffer_position()),
+            lines.at(reader.buffer_position()),
             "document ends inside an element: the track is truncated",
         ));
     }
@@ -288,7 +318,8 @@ fn checked_body(sentence: &str, line: usize) -> Result<&str, TrackError> {
 
 fn nmea_time(field: &str, line: usize) -> Result<NaiveTime, TrackError> {
     let bad = || err(line, format!("bad NMEA time {field:?}"));
-    if field.len() < 6 {
+    // Sliced by byte below: anything but ASCII is refused first.
+    if field.len() < 6 || !field.is_ascii() {
         return Err(bad());
     }
     let h: u32 = field[0..2].parse().map_err(|_| bad())?;
@@ -301,7 +332,8 @@ fn nmea_time(field: &str, line: usize) -> Result<NaiveTime, TrackError> {
 
 fn nmea_coord(value: &str, hemi: &str, deg_digits: usize, line: usize) -> Result<f64, TrackError> {
     let bad = || err(line, format!("bad NMEA coordinate {value:?} {hemi:?}"));
-    if value.len() <= deg_digits {
+    // Sliced by byte below: anything but ASCII is refused first.
+    if value.len() <= deg_digits || !value.is_ascii() {
         return Err(bad());
     }
     let deg: f64 = value[..deg_digits].parse().map_err(|_| bad())?;
@@ -508,6 +540,55 @@ mod properties {
                 })
                 .collect()
         })
+    }
+
+    /// Issue 14: a multi-byte character where NMEA expects digits panicked
+    /// validation (and left the upload stuck); it is a refusal now.
+    #[test]
+    fn nmea_with_a_multi_byte_character_is_refused_not_a_panic() {
+        for sentence in [
+            "GPRMC,1é2345.00,A,6010.0000,N,02456.0000,E,0.0,0.0,011126,,",
+            "GPRMC,123456.00,A,6é10.0000,N,02456.0000,E,0.0,0.0,011126,,",
+            "GPRMC,123456.00,A,6010.0000,N,0é456.0000,E,0.0,0.0,011126,,",
+        ] {
+            let sum = sentence.bytes().fold(0u8, |a, b| a ^ b);
+            let text = format!("${sentence}*{sum:02X}\n");
+            let e = parse(text.as_bytes(), TrackFormat::Nmea).unwrap_err();
+            assert_eq!(e.line, 1, "{e}");
+        }
+    }
+
+    /// Issue 14: line numbers were counted from byte 0 at every XML event,
+    /// so a day-long track took hours. Lines are now counted forward once;
+    /// this checks they still come out right (speed is for the benchmark).
+    #[test]
+    fn gpx_lines_are_counted_in_one_pass() {
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).unwrap();
+        let pts: Vec<GnssPoint> = (0..10_000)
+            .map(|i| GnssPoint {
+                ts: t0 + chrono::Duration::seconds(i),
+                lat: 60.0 + i as f64 * 1e-5,
+                lon: 24.0,
+                alt: None,
+                speed: None,
+                heading: None,
+                hdop: None,
+            })
+            .collect();
+        let text = write_gpx(&pts, "test");
+        let mut lines = Lines::new(text.as_bytes());
+        for pos in (0..text.len()).step_by(4099) {
+            let naive = 1 + text.as_bytes()[..pos]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            assert_eq!(lines.at(pos as u64), naive, "line at byte {pos}");
+            assert_eq!(lines.counted_to, pos, "counted no further than asked");
+        }
+        assert_eq!(
+            parse(text.as_bytes(), TrackFormat::Gpx).unwrap().len(),
+            10_000
+        );
     }
 
     proptest! {

@@ -152,6 +152,18 @@ impl Snapshot {
 }
 
 impl Lake {
+    /// How many frame rows there are, published or not.
+    pub async fn frame_count(&self) -> Result<u64> {
+        let batches = self
+            .read("SELECT count(*) AS n FROM frames", Vec::new())
+            .await?;
+        let mut total = 0u64;
+        for b in &batches {
+            total += i64s(b, "n")?.iter().map(|n| *n as u64).sum::<u64>();
+        }
+        Ok(total)
+    }
+
     /// The box around every published frame; `None` before the first.
     pub async fn published_bounds(&self) -> Result<Option<BoundingBox>> {
         let batches = self

@@ -1,5 +1,5 @@
 //! Durations in settings files as people write them (`"10m"`, `"200ms"`),
-//! for `#[serde(with = "hexroad_lake::duration_text")]`.
+//! for `#[serde(with = "hexroad_wire::settings::duration_text")]`.
 
 use std::time::Duration;
 

@@ -1,7 +1,6 @@
 //! `hexroad bench ingest`: upload throughput over loopback, beside a plain
 //! file copy of the same bytes, measured in the same run.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,22 +10,10 @@ use hexroad_dashcam_sim::{DeviceClient, DeviceKey, Outcome, Stats, UploadSpec};
 use hexroad_ingest::{Ingest, IngestConfig, app, system_clock};
 use hexroad_lake::Lake;
 
-#[derive(Debug, clap::Subcommand)]
-pub enum Which {
-    /// Upload MB/s with many concurrent devices, and p50/p99 per 1 MiB chunk.
-    Ingest(IngestArgs),
-    /// Anonymized 720p frames/s, beside the ONNX model alone and deface.
-    Vision(crate::bench_vision::Args),
-    /// Three analyst queries on millions of frame rows, beside DuckDB.
-    Sql(crate::bench_sql::Args),
-    /// Tiles/s and latency, cold and cached, beside martin on the PMTiles export.
-    Tiles(crate::bench_tiles::Args),
-    /// A reward epoch over millions of frames: time and peak memory.
-    Epoch(crate::bench_epoch::Args),
-}
+use super::common::percentile_ms;
 
 #[derive(Debug, clap::Args)]
-pub struct IngestArgs {
+pub struct Args {
     /// Concurrent devices.
     #[arg(long, default_value_t = 16)]
     devices: usize,
@@ -36,42 +23,6 @@ pub struct IngestArgs {
     /// Size of each upload, MiB.
     #[arg(long, default_value_t = 8)]
     size_mib: usize,
-}
-
-pub async fn run(which: Which) -> Result<()> {
-    match which {
-        Which::Ingest(args) => ingest(args).await,
-        Which::Vision(args) => crate::bench_vision::run(args).await,
-        Which::Sql(args) => crate::bench_sql::run(args).await,
-        Which::Tiles(args) => crate::bench_tiles::run(args).await,
-        Which::Epoch(args) => crate::bench_epoch::run(args).await,
-    }
-}
-
-/// The Python a bench runs its comparison in: `given`, `$HEXROAD_PYTHON`,
-/// or the test venv that `scripts/setup --test` makes.
-pub(crate) fn venv_python(given: Option<PathBuf>) -> PathBuf {
-    given
-        .or_else(|| std::env::var_os("HEXROAD_PYTHON").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(".venv/bin/python"))
-}
-
-/// A lake to benchmark in: `keep` if given (reused across runs), else a
-/// folder that goes when the returned guard is dropped.
-pub(crate) async fn bench_lake(
-    keep: Option<PathBuf>,
-) -> Result<(tempfile::TempDir, PathBuf, Arc<Lake>)> {
-    let temp = tempfile::tempdir().context("temporary data folder")?;
-    let data = keep.unwrap_or_else(|| temp.path().join("data"));
-    let lake = Arc::new(Lake::open(&data.to_string_lossy()).await?);
-    Ok((temp, data, lake))
-}
-
-/// The `p` quantile of sorted durations, in milliseconds (0 when empty).
-pub(crate) fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
-    sorted
-        .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 /// A telemetry batch of about `size` bytes, distinct per (device, n).
@@ -95,7 +46,7 @@ fn batch(device: usize, n: usize, size: usize) -> Bytes {
     Bytes::from(out)
 }
 
-async fn ingest(args: IngestArgs) -> Result<()> {
+pub async fn run(args: Args) -> Result<()> {
     if args.devices == 0 || args.uploads == 0 || args.size_mib == 0 {
         bail!("--devices, --uploads and --size-mib must be positive");
     }
@@ -107,7 +58,7 @@ async fn ingest(args: IngestArgs) -> Result<()> {
         request_burst: 10_000.0,
         ..IngestConfig::default()
     };
-    let state = Ingest::open(Arc::clone(&lake), config, system_clock()).await?;
+    let state = Ingest::open(Arc::clone(&lake), config, system_clock(), dir.path().into()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, app(state)).await });

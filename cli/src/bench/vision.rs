@@ -95,7 +95,7 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let settings = crate::settings::load(args.config.as_deref(), std::env::vars())?;
     let vision = settings.vision;
-    let python = crate::bench::venv_python(args.python);
+    let python = super::common::venv_python(args.python);
     let (w, h, n) = (args.width, args.height, args.frames);
     tokio::task::spawn_blocking(move || -> Result<()> {
         let dir = tempfile::tempdir()?;

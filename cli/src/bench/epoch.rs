@@ -40,12 +40,12 @@ pub async fn run(args: Args) -> Result<()> {
     if args.rows == 0 || args.contributors == 0 {
         bail!("--rows and --contributors must be positive");
     }
-    let (temp, data, lake) = crate::bench::bench_lake(args.data.clone()).await?;
-    let present = crate::bench_sql::count_frames(&lake).await?;
+    let (temp, data, lake) = super::common::bench_lake(args.data.clone()).await?;
+    let present = super::common::count_frames(&lake).await?;
     let days = 7;
     if present == 0 {
         let t = Instant::now();
-        crate::bench_sql::generate(
+        super::synthetic::generate(
             &lake,
             args.rows,
             args.contributors,
@@ -60,7 +60,7 @@ pub async fn run(args: Args) -> Result<()> {
             t.elapsed().as_secs_f64()
         );
     }
-    let frames = crate::bench_sql::count_frames(&lake).await?;
+    let frames = super::common::count_frames(&lake).await?;
     // The epoch: the week the frames were generated in, closing a second
     // from now (whole seconds, after the last commit).
     let end = chrono::Utc::now() + chrono::Duration::seconds(1);

@@ -76,7 +76,7 @@ async fn pass(http: &reqwest::Client, urls: &[String], concurrency: usize) -> Re
         bytes += n;
     }
     times.sort();
-    let pct = |p: f64| crate::bench::percentile_ms(&times, p);
+    let pct = |p: f64| super::common::percentile_ms(&times, p);
     Ok(Pass {
         tiles_per_s: urls.len() as f64 / elapsed,
         p50_ms: pct(0.5),
@@ -116,9 +116,9 @@ pub async fn run(args: Args) -> Result<()> {
     if args.rows == 0 || args.requests == 0 || args.concurrency == 0 {
         bail!("--rows, --requests and --concurrency must be positive");
     }
-    let (temp, data, lake) = crate::bench::bench_lake(args.data.clone()).await?;
-    if crate::bench_sql::count_frames(&lake).await? == 0 {
-        crate::bench_sql::generate(
+    let (temp, data, lake) = super::common::bench_lake(args.data.clone()).await?;
+    if super::common::count_frames(&lake).await? == 0 {
+        super::synthetic::generate(
             &lake,
             args.rows,
             (args.rows / 500).max(1),

@@ -1,0 +1,38 @@
+//! What several benchmarks share: where the comparison runs, a lake to
+//! measure in, and how latencies are summarised.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use hexroad_lake::Lake;
+
+/// The Python a bench runs its comparison in: `given`, `$HEXROAD_PYTHON`,
+/// or the test venv that `scripts/setup --test` makes.
+pub fn venv_python(given: Option<PathBuf>) -> PathBuf {
+    given
+        .or_else(|| std::env::var_os("HEXROAD_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".venv/bin/python"))
+}
+
+/// A lake to benchmark in: `keep` if given (reused across runs), else a
+/// folder that goes when the returned guard is dropped.
+pub async fn bench_lake(keep: Option<PathBuf>) -> Result<(tempfile::TempDir, PathBuf, Arc<Lake>)> {
+    let temp = tempfile::tempdir().context("temporary data folder")?;
+    let data = keep.unwrap_or_else(|| temp.path().join("data"));
+    let lake = Arc::new(Lake::open(&data.to_string_lossy()).await?);
+    Ok((temp, data, lake))
+}
+
+/// The `p` quantile of sorted durations, in milliseconds (0 when empty).
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// How many frame rows the lake holds.
+pub async fn count_frames(lake: &Lake) -> Result<u64> {
+    Ok(lake.frame_count().await?)
+}

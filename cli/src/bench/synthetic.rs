@@ -1,0 +1,113 @@
+//! Synthetic frame rows for the benchmarks that need millions of them.
+
+use anyhow::Result;
+use chrono::{DateTime, Duration, Utc};
+use hexroad_lake::{FrameRecord, Lake, TableName};
+use hexroad_wire::{ContributorId, DeviceId, FrameId, UploadId};
+use rand::{Rng, SeedableRng};
+
+/// Drives around Helsinki: each contributor's frames come in drives of a few
+/// hundred frames, 3 m apart, heading drifting, on a random day; about one
+/// frame in twelve is a duplicate (no image).
+pub async fn generate(
+    lake: &Lake,
+    total: usize,
+    contributors: usize,
+    days: i64,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    const CHUNK: usize = 1_000_000;
+    let per_contributor = total.div_ceil(contributors);
+    let mut made = 0usize;
+    let mut contributor = 0usize;
+    let bar = indicatif::ProgressBar::new(total as u64);
+    while made < total {
+        let want = CHUNK.min(total - made);
+        let first = contributor;
+        let chunk = tokio::task::spawn_blocking(move || {
+            let mut rows = Vec::with_capacity(want);
+            let mut c = first;
+            while rows.len() < want {
+                let take = per_contributor.min(want - rows.len());
+                contributor_frames(c, take, days, now, &mut rows);
+                c += 1;
+            }
+            (rows, c)
+        })
+        .await?;
+        let (rows, next) = chunk;
+        contributor = next;
+        made += rows.len();
+        let batch = hexroad_lake::schema::frames_batch(&rows)?;
+        lake.append_rows(TableName::Frames, batch).await?;
+        bar.set_position(made as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn contributor_frames(
+    c: usize,
+    mut n: usize,
+    days: i64,
+    now: DateTime<Utc>,
+    rows: &mut Vec<FrameRecord>,
+) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c as u64);
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&(c as u64).to_be_bytes());
+    let device = DeviceId::from_public_key(&key);
+    let contributor: ContributorId = format!("contributor-{c:05}")
+        .parse()
+        .expect("a valid contributor id");
+    while n > 0 {
+        let len = rng.random_range(100..400).min(n);
+        n -= len;
+        let upload = UploadId(uuid::Uuid::from_u128(rng.random()));
+        let start = now - Duration::seconds(rng.random_range(3600..days * 86_400));
+        let (mut lat, mut lon) = (
+            rng.random_range(60.15..60.25),
+            rng.random_range(24.80..25.10),
+        );
+        let mut heading: f64 = rng.random_range(0.0..360.0);
+        for i in 0..len {
+            heading = (heading + rng.random_range(-4.0..4.0)).rem_euclid(360.0);
+            let step = 3.0 / hexroad_wire::grid::EARTH_RADIUS_M;
+            lat += (step * heading.to_radians().cos()).to_degrees();
+            lon += (step * heading.to_radians().sin() / lat.to_radians().cos()).to_degrees();
+            let frame_id = FrameId::from_bytes((upload.0.as_u128() ^ i as u128).to_be_bytes());
+            let ts = start + Duration::milliseconds(300 * i as i64);
+            let duplicate = rng.random_ratio(1, 12);
+            let cell = hexroad_wire::grid::cell_at(lat, lon)
+                .map(u64::from)
+                .unwrap_or_default();
+            rows.push(FrameRecord {
+                image_key: (!duplicate)
+                    .then(|| format!("frames/{}/{frame_id}.jpg", ts.format("%Y/%m/%d"))),
+                dedupe_of: duplicate
+                    .then(|| FrameId::from_bytes(rng.random::<u128>().to_be_bytes())),
+                dedupe_reason: duplicate.then(|| "near_duplicate".to_owned()),
+                frame_id,
+                upload_id: upload,
+                device_id: device.clone(),
+                contributor_id: contributor.clone(),
+                ts,
+                lat,
+                lon,
+                heading,
+                speed: 10.0,
+                cell,
+                width: 1280,
+                height: 720,
+                image_bytes: rng.random_range(80_000..200_000),
+                faces_blurred: u32::from(rng.random_ratio(1, 8)),
+                plates_blurred: 0,
+                phash: rng.random(),
+                quality: rng.random_range(0.3..1.0),
+                sharpness: rng.random_range(50.0..500.0),
+                model_versions: "faces@bench".into(),
+                processed_at: ts + Duration::minutes(5),
+            });
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The upload domain: what happens once the last byte of an upload is in.
+//! Assemble the staged chunks, check the declared sha256, validate, keep the
+//! raw object and commit the upload's rows, in that order, so that a crash at
+//! any point leaves either nothing or the whole upload.
+
+use chrono::Duration;
+use hexroad_lake::object_store::ObjectStoreExt;
+use hexroad_lake::object_store::path::Path as StorePath;
+use hexroad_lake::{CommitOutcome, Lake, UploadRecord, UploadStatus, UploadSummary};
+use tracing::info;
+
+use crate::IngestConfig;
+use crate::tus::{Slot, Staging};
+use crate::validate::{self, Rejection, Rules};
+
+/// Why a complete upload could not be finished (our fault, never the
+/// device's: what the device got wrong is a [`Rejection`] stored with it).
+#[derive(Debug, thiserror::Error)]
+pub enum FinishError {
+    #[error("creating a scratch file")]
+    Scratch(#[source] std::io::Error),
+    #[error("assembling the staged chunks")]
+    Assemble(#[source] hexroad_lake::object_store::Error),
+    #[error("the validation task failed")]
+    Validation(#[source] tokio::task::JoinError),
+    #[error("storing the raw object")]
+    Raw(#[source] hexroad_lake::object_store::Error),
+    #[error("committing the upload")]
+    Commit(#[from] hexroad_lake::Error),
+}
+
+/// Everything `finish` reads besides the upload itself.
+pub struct Finisher<'a> {
+    pub lake: &'a Lake,
+    pub staging: &'a Staging,
+    pub config: &'a IngestConfig,
+    /// Where the assembled upload is written for validation.
+    pub scratch: &'a std::path::Path,
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+impl Finisher<'_> {
+    /// Checks, validates and commits a fully received upload. A device
+    /// mistake (bad hash, corrupt video, GPS at 0,0) is a stored rejection;
+    /// the summary says which.
+    pub async fn finish(&self, slot: &Slot) -> Result<(UploadSummary, Counts), FinishError> {
+        let info = &slot.info;
+        let scratch = tempfile::Builder::new()
+            .prefix("hexroad-upload-")
+            .tempfile_in(self.scratch)
+            .map_err(FinishError::Scratch)?;
+        let sha = self
+            .staging
+            .assemble(slot, scratch.path())
+            .await
+            .map_err(FinishError::Assemble)?;
+        let rules = Rules {
+            now: self.now,
+            skew: Duration::from_std(self.config.clock_skew).unwrap_or(Duration::MAX),
+            max_speed_mps: self.config.max_speed_mps,
+            media: self.config.media,
+        };
+        let outcome = if sha != info.sha256 {
+            Err(Rejection::new(
+                "sha256_mismatch",
+                format!(
+                    "the bytes received hash to {sha}, not the declared {}",
+                    info.sha256
+                ),
+            ))
+        } else {
+            let path = scratch.path().to_owned();
+            let (kind, format) = (info.kind, info.format.clone());
+            tokio::task::spawn_blocking(move || {
+                validate::validate_file(&path, kind, &format, rules)
+            })
+            .await
+            .map_err(FinishError::Validation)?
+        };
+        let mut record = UploadRecord {
+            upload_id: info.upload_id,
+            device_id: info.device_id.clone(),
+            contributor_id: info.contributor_id.clone(),
+            kind: info.kind,
+            format: info.format.clone(),
+            drive_id: info.drive_id.clone(),
+            bytes: info.length,
+            sha256: info.sha256.clone(),
+            object_key: String::new(),
+            received_at: rules.now,
+            status: UploadStatus::Accepted,
+            reject_reason: None,
+            duplicate_of: None,
+            media: None,
+        };
+        let (gnss, telemetry) = match outcome {
+            Ok(accepted) => {
+                let key = format!("raw/{}/{}", info.device_id, info.upload_id);
+                crate::tus::put_file(
+                    self.lake.blobs().as_ref(),
+                    &StorePath::from(key.as_str()),
+                    scratch.path(),
+                )
+                .await
+                .map_err(FinishError::Raw)?;
+                record.object_key = key;
+                record.media = accepted.media.map(|m| m.to_string());
+                (accepted.gnss, accepted.telemetry)
+            }
+            Err(rejection) => {
+                info!(upload_id = %info.upload_id, code = rejection.code, reason = %rejection.message, "upload rejected");
+                record.status = UploadStatus::Rejected;
+                record.reject_reason = Some(rejection.stored());
+                (Vec::new(), Vec::new())
+            }
+        };
+        let summary = match self.lake.commit_upload(record, &gnss, &telemetry).await? {
+            CommitOutcome::Committed(stored) => {
+                if stored.status == UploadStatus::Duplicate && !stored.object_key.is_empty() {
+                    // The first copy is kept; this one's blob adds nothing.
+                    let _ = self
+                        .lake
+                        .blobs()
+                        .delete(&StorePath::from(stored.object_key.as_str()))
+                        .await;
+                }
+                UploadSummary::from(&stored)
+            }
+            CommitOutcome::AlreadyStored(existing) => existing,
+        };
+        let counts = Counts {
+            points: gnss.len(),
+            samples: telemetry.len(),
+        };
+        Ok((summary, counts))
+    }
+}
+
+/// How many rows an upload added, for the log.
+#[derive(Debug, Clone, Copy)]
+pub struct Counts {
+    pub points: usize,
+    pub samples: usize,
+}

@@ -1,0 +1,346 @@
+//! The tus 1.0 endpoints under `/v1/uploads`: OPTIONS, creation (POST), HEAD,
+//! PATCH and termination (DELETE). What happens after the last byte is in
+//! lives in [`crate::finish`].
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hexroad_lake::{UploadStatus, UploadSummary};
+use hexroad_wire::{UploadId, UploadKind};
+use tracing::{info, warn};
+
+use crate::ApiError;
+use crate::app::Ingest;
+use crate::extract::{
+    Bodiless, Chunk, ChunkHeaders, Creation, CreationHeaders, SignedDevice, TusResumable,
+};
+use crate::finish::Finisher;
+use crate::tus::{ChunkEnd, UploadInfo};
+use crate::tus_headers::CHECKSUM_ALGORITHMS;
+use crate::validate;
+
+/// Answers to tus requests are never cached by a proxy.
+fn no_store(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+pub async fn options(State(state): State<Arc<Ingest>>) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let h = response.headers_mut();
+    no_store(h);
+    h.insert("tus-version", HeaderValue::from_static("1.0.0"));
+    h.insert(
+        "tus-extension",
+        HeaderValue::from_static("creation,checksum,termination"),
+    );
+    h.insert(
+        "tus-checksum-algorithm",
+        HeaderValue::from_static(CHECKSUM_ALGORITHMS),
+    );
+    h.insert(
+        "tus-max-size",
+        HeaderValue::from(state.config.max_upload_bytes),
+    );
+    response
+}
+
+pub async fn create(
+    State(state): State<Arc<Ingest>>,
+    _: TusResumable,
+    device: SignedDevice<Creation>,
+    headers: CreationHeaders,
+) -> Result<Response, ApiError> {
+    let device = device.record;
+    let CreationHeaders { length, metadata } = headers;
+    if length == 0 {
+        return Err(ApiError::bad_request(
+            "bad_upload_length",
+            "empty uploads are not accepted",
+        ));
+    }
+    if length > state.config.max_upload_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "Upload-Length {length} exceeds the limit of {} bytes",
+                state.config.max_upload_bytes
+            ),
+        ));
+    }
+    let field = |k: &str| {
+        metadata.get(k).ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_metadata",
+                format!("Upload-Metadata must include {k:?}"),
+            )
+        })
+    };
+    let kind = UploadKind::parse(field("kind")?).ok_or_else(|| {
+        ApiError::bad_request(
+            "bad_metadata",
+            "kind must be video, gnss, frames or telemetry",
+        )
+    })?;
+    let format = field("format")?.to_ascii_lowercase();
+    validate::check_format(kind, &format).map_err(|m| ApiError::bad_request("bad_metadata", m))?;
+    let sha256 = field("sha256")?.to_ascii_lowercase();
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(
+            "bad_metadata",
+            "sha256 must be 64 hex digits",
+        ));
+    }
+    let open = state.staging.open_count(&device.device_id);
+    if open >= state.config.max_open_uploads {
+        return Err(ApiError::too_many(
+            "too_many_open_uploads",
+            format!(
+                "device {} has {open} unfinished uploads; finish or terminate some (limit {})",
+                device.device_id, state.config.max_open_uploads
+            ),
+            5,
+        ));
+    }
+    let info = UploadInfo {
+        upload_id: UploadId::new_random(),
+        device_id: device.device_id.clone(),
+        contributor_id: device.contributor_id.clone(),
+        kind,
+        format,
+        length,
+        sha256,
+        drive_id: metadata.get("drive_id").cloned(),
+        created_at: (state.clock)(),
+    };
+    state.staging.create(info.clone()).await?;
+    info!(upload_id = %info.upload_id, device_id = %info.device_id, kind = kind.as_str(), length, "upload created");
+    let mut response = StatusCode::CREATED.into_response();
+    let h = response.headers_mut();
+    no_store(h);
+    let location = format!("/v1/uploads/{}", info.upload_id);
+    h.insert(header::LOCATION, HeaderValue::from_str(&location)?);
+    Ok(response)
+}
+
+fn parse_upload_id(id: &str) -> Result<UploadId, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::not_found(format!("no upload {id:?}")))
+}
+
+fn finished_response(summary: &UploadSummary) -> Response {
+    if summary.status == UploadStatus::Rejected {
+        let stored = summary.reject_reason.clone().unwrap_or_default();
+        let (code, message) = stored.split_once(": ").unwrap_or(("rejected", &stored));
+        return ApiError::unprocessable(validate::static_code(code), message.to_owned())
+            .into_response();
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    finished_headers(response.headers_mut(), summary);
+    response
+}
+
+fn finished_headers(h: &mut HeaderMap, summary: &UploadSummary) {
+    no_store(h);
+    h.insert("upload-offset", HeaderValue::from(summary.bytes));
+    h.insert("upload-length", HeaderValue::from(summary.bytes));
+    h.insert(
+        "hexroad-upload-status",
+        HeaderValue::from_static(summary.status.as_str()),
+    );
+    if let Ok(v) = HeaderValue::from_str(&summary.upload_id.to_string()) {
+        h.insert("hexroad-upload-id", v);
+    }
+    if let Some(reason) = &summary.reject_reason {
+        let printable: String = reason
+            .chars()
+            .filter(|c| c.is_ascii() && !c.is_ascii_control())
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&printable) {
+            h.insert("hexroad-reject-reason", v);
+        }
+    }
+}
+
+pub async fn head(
+    State(state): State<Arc<Ingest>>,
+    Path(id): Path<String>,
+    device: SignedDevice<Bodiless>,
+) -> Result<Response, ApiError> {
+    let device = device.record;
+    let id = parse_upload_id(&id)?;
+    let not_found = || ApiError::not_found(format!("no upload {id} for this device"));
+    if let Some(summary) = state.lake.upload_summary(id) {
+        if summary.device_id != device.device_id {
+            return Err(not_found());
+        }
+        let mut response = StatusCode::OK.into_response();
+        finished_headers(response.headers_mut(), &summary);
+        return Ok(response);
+    }
+    let guard = state.staging.lock(id).await?;
+    let Some(slot) = guard
+        .as_ref()
+        .filter(|s| s.info.device_id == device.device_id)
+    else {
+        return Err(not_found());
+    };
+    let mut response = StatusCode::OK.into_response();
+    let h = response.headers_mut();
+    no_store(h);
+    h.insert("upload-offset", HeaderValue::from(slot.offset));
+    h.insert("upload-length", HeaderValue::from(slot.info.length));
+    Ok(response)
+}
+
+pub async fn patch(
+    State(state): State<Arc<Ingest>>,
+    Path(id): Path<String>,
+    _: TusResumable,
+    device: SignedDevice<Chunk>,
+    chunk: ChunkHeaders,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let device = device.record;
+    let ChunkHeaders { offset, checksum } = chunk;
+    let id = parse_upload_id(&id)?;
+    let _slot_claim = state.limits.claim_patch(&device.device_id)?;
+    let not_found = || ApiError::not_found(format!("no upload {id} for this device"));
+    let finished = |summary: UploadSummary| {
+        if summary.device_id != device.device_id {
+            Err(not_found())
+        } else if offset != summary.bytes {
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "offset_mismatch",
+                format!("upload {id} is finished at offset {}", summary.bytes),
+            ))
+        } else {
+            Ok(finished_response(&summary))
+        }
+    };
+    if let Some(summary) = state.lake.upload_summary(id) {
+        return finished(summary);
+    }
+    let mut guard = state.staging.lock(id).await?;
+    let Some(slot) = guard.as_mut() else {
+        // Finished while this request waited for the lock?
+        return match state.lake.upload_summary(id) {
+            Some(summary) => finished(summary),
+            None => Err(not_found()),
+        };
+    };
+    if slot.info.device_id != device.device_id {
+        return Err(not_found());
+    }
+    if offset != slot.offset {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "offset_mismatch",
+            format!(
+                "Upload-Offset is {offset} but the server holds {} bytes; HEAD for the offset",
+                slot.offset
+            ),
+        ));
+    }
+    let stream = Body::into_data_stream(body);
+    let end = state.staging.write_chunk(slot, stream, checksum).await?;
+    match end {
+        ChunkEnd::TooLong => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body runs past Upload-Length {}", slot.info.length),
+            ));
+        }
+        ChunkEnd::ChecksumMismatch => {
+            return Err(ApiError::new(
+                StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
+                "checksum_mismatch",
+                "the body does not match Upload-Checksum; nothing was stored",
+            ));
+        }
+        ChunkEnd::Cut { received } => {
+            state
+                .metrics
+                .add("hexroad_upload_bytes_received_total", &[], received as f64);
+            warn!(upload_id = %id, received, offset = slot.offset, "upload body cut; kept what arrived");
+            return Err(ApiError::bad_request(
+                "body_cut",
+                "the request body ended early; HEAD for the offset and resume",
+            ));
+        }
+        ChunkEnd::Complete { received } => {
+            state
+                .metrics
+                .add("hexroad_upload_bytes_received_total", &[], received as f64);
+        }
+    }
+    if slot.offset < slot.info.length {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        let h = response.headers_mut();
+        no_store(h);
+        h.insert("upload-offset", HeaderValue::from(slot.offset));
+        return Ok(response);
+    }
+    let finisher = Finisher {
+        lake: &state.lake,
+        staging: &state.staging,
+        config: &state.config,
+        scratch: &state.scratch,
+        now: (state.clock)(),
+    };
+    let (summary, counts) = finisher.finish(slot).await?;
+    let info = slot.info.clone();
+    state.metrics.inc(
+        "hexroad_uploads_finished_total",
+        &[
+            ("kind", info.kind.as_str()),
+            ("status", summary.status.as_str()),
+        ],
+    );
+    info!(upload_id = %info.upload_id, device_id = %info.device_id, status = summary.status.as_str(), points = counts.points, samples = counts.samples, "upload finished");
+    *guard = None;
+    if let Err(e) = state.staging.remove(&info).await {
+        // The upload is committed; leftover staging is only disk space.
+        warn!(upload_id = %id, error = %e, "could not clean staging");
+    }
+    Ok(finished_response(&summary))
+}
+
+pub async fn terminate(
+    State(state): State<Arc<Ingest>>,
+    Path(id): Path<String>,
+    _: TusResumable,
+    device: SignedDevice<Bodiless>,
+) -> Result<Response, ApiError> {
+    let device = device.record;
+    let id = parse_upload_id(&id)?;
+    if let Some(summary) = state.lake.upload_summary(id)
+        && summary.device_id == device.device_id
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_finished",
+            format!("upload {id} is finished and stored; it cannot be terminated"),
+        ));
+    }
+    let mut guard = state.staging.lock(id).await?;
+    let Some(slot) = guard
+        .as_ref()
+        .filter(|s| s.info.device_id == device.device_id)
+    else {
+        return Err(ApiError::not_found(format!(
+            "no upload {id} for this device"
+        )));
+    };
+    let info = slot.info.clone();
+    state.staging.remove(&info).await?;
+    *guard = None;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    no_store(response.headers_mut());
+    Ok(response)
+}

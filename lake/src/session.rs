@@ -1,0 +1,96 @@
+//! DataFusion sessions over the tables: at the latest versions, or as they
+//! were at a moment (Delta time travel), with the public schemas, the H3
+//! functions and the analyst views registered.
+
+use deltalake::datafusion::prelude::SessionContext;
+
+use crate::schema::{self, TableName};
+use crate::{Error, Lake, Result};
+
+impl Lake {
+    /// A DataFusion session with every table registered under its name, at
+    /// the latest committed version. `gnss.cell` is presented as `UInt64`.
+    pub async fn session(&self) -> Result<SessionContext> {
+        Ok(self.session_with_versions().await?.0)
+    }
+
+    /// A session over the latest versions, and those versions.
+    pub(crate) async fn session_with_versions(
+        &self,
+    ) -> Result<(SessionContext, Vec<(TableName, u64)>)> {
+        let ctx = SessionContext::new();
+        crate::h3sql::register(&ctx);
+        let versions = self.register_tables_as_of(&ctx, None).await?;
+        Ok((ctx, versions))
+    }
+
+    /// Registers every table, freshly loaded, in an existing session.
+    pub async fn register_tables(&self, ctx: &SessionContext) -> Result<()> {
+        self.register_tables_as_of(ctx, None).await.map(|_| ())
+    }
+
+    /// A session over every table as it was at `at`: each table at its
+    /// latest version committed at or before then (Delta time travel), so
+    /// later commits never change what it answers. Returns the versions.
+    pub async fn session_as_of(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(SessionContext, Vec<(TableName, u64)>)> {
+        let ctx = SessionContext::new();
+        crate::h3sql::register(&ctx);
+        let versions = self.register_tables_as_of(&ctx, Some(at)).await?;
+        Ok((ctx, versions))
+    }
+
+    async fn register_tables_as_of(
+        &self,
+        ctx: &SessionContext,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<(TableName, u64)>> {
+        let mut versions = Vec::new();
+        for name in TableName::ALL {
+            let mut table = self.tables[name.index()].lock().await.clone();
+            let loaded = match at {
+                None => table.update_state().await,
+                // A table created after `at` (an older lake gaining a new
+                // table) was empty then: its creation, version 0.
+                Some(at) => match table.load_with_datetime(at).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => table.load_version(0).await.map_err(|_| e),
+                },
+            };
+            loaded.map_err(|source| Error::Delta {
+                table: name.as_str(),
+                source,
+            })?;
+            versions.push((name, table.version().unwrap_or(0)));
+            table
+                .update_datafusion_session(&ctx.state())
+                .map_err(|source| Error::Delta {
+                    table: name.as_str(),
+                    source,
+                })?;
+            let provider = table.table_provider().await?;
+            let frame = ctx.read_table(provider)?;
+            let public = schema::schema(name);
+            let exprs: Vec<_> = public
+                .fields()
+                .iter()
+                .map(|f| {
+                    deltalake::datafusion::prelude::cast(
+                        deltalake::datafusion::prelude::col(f.name()),
+                        f.data_type().clone(),
+                    )
+                    .alias(f.name())
+                })
+                .collect();
+            let view = frame.select(exprs)?.into_view();
+            ctx.register_table(name.as_str(), view)?;
+        }
+        for (name, sql) in crate::views::VIEWS {
+            let view = ctx.sql(sql).await?.into_view();
+            ctx.register_table(*name, view)?;
+        }
+        Ok(versions)
+    }
+}

@@ -1,0 +1,281 @@
+//! The three layers of a hexroad tile, each one [`Layer`]: what it reads from
+//! a snapshot of the lake, the features it draws, and how TileJSON describes
+//! it. The cache and the HTTP surface know only the trait.
+
+use chrono::{DateTime, Utc};
+use h3o::Resolution;
+use hexroad_lake::{BoundingBox, FramePoint, Snapshot};
+use hexroad_wire::{DeviceId, UploadId};
+
+use crate::{BUFFER, EXTENT, Result, TileId, TilesConfig, mercator, mvt};
+
+/// What a render knows besides the tile: the settings, and the time the
+/// tile is made at (for `freshness_days`), passed in so a test can fix it.
+pub struct RenderContext<'a> {
+    pub snapshot: &'a Snapshot,
+    pub config: &'a TilesConfig,
+    pub now: DateTime<Utc>,
+}
+
+/// One layer of the vector tile.
+pub(crate) trait Layer {
+    /// The MVT layer name, also its TileJSON id.
+    const NAME: &'static str;
+
+    /// The lowest zoom the layer draws at.
+    fn minzoom(config: &TilesConfig) -> u8;
+
+    /// The layer's TileJSON entry.
+    fn describe(config: &TilesConfig) -> serde_json::Value;
+
+    /// Draws the layer's features in tile `id` into `out`.
+    async fn draw(
+        &mut self,
+        ctx: &RenderContext<'_>,
+        id: TileId,
+        out: &mut mvt::Layer,
+    ) -> Result<()>;
+}
+
+/// The tile's drawable range, buffer included, in tile units.
+fn range() -> std::ops::Range<f64> {
+    -f64::from(BUFFER)..f64::from(EXTENT + BUFFER)
+}
+
+/// The tile's bounds widened by `margin_m` metres and the tile buffer.
+pub(crate) fn widen(id: TileId, margin_m: f64) -> BoundingBox {
+    let [w, s, e, n] = id.bounds();
+    let buffer = f64::from(BUFFER) / f64::from(EXTENT);
+    let (dx, dy) = ((e - w) * buffer, (n - s) * buffer);
+    let lat_m = margin_m / 111_320.0;
+    let widest = s.abs().max(n.abs()).min(89.0).to_radians().cos();
+    let lon_m = margin_m / (111_320.0 * widest);
+    BoundingBox {
+        south: s - dy - lat_m,
+        north: n + dy + lat_m,
+        west: w - dx - lon_m,
+        east: e + dx + lon_m,
+    }
+}
+
+fn round(points: &[[f64; 2]]) -> Vec<[i32; 2]> {
+    points
+        .iter()
+        .map(|p| [p[0].round() as i32, p[1].round() as i32])
+        .collect()
+}
+
+fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// H3 hexagons with published frames, at the zoom's resolution.
+pub(crate) struct Coverage;
+
+impl Layer for Coverage {
+    const NAME: &'static str = "coverage";
+
+    fn minzoom(_: &TilesConfig) -> u8 {
+        0
+    }
+
+    fn describe(config: &TilesConfig) -> serde_json::Value {
+        serde_json::json!({
+            "id": Self::NAME,
+            "description": "H3 hexagons with published frames; the resolution follows the zoom",
+            "minzoom": Self::minzoom(config),
+            "maxzoom": config.maxzoom,
+            "fields": {
+                "cell": "String: the H3 index in decimal",
+                "res": "Number: the H3 resolution",
+                "frames": "Number: published frames in the cell",
+                "contributors": "Number: distinct contributors",
+                "first_seen": "String: the first frame's time, RFC 3339",
+                "last_seen": "String: the latest frame's time, RFC 3339",
+                "freshness_days": "Number: days since the latest frame when the tile was made"
+            }
+        })
+    }
+
+    /// Every published frame of every cell that reaches into the (buffered)
+    /// tile counts, so a hexagon cut by the tile edge shows its whole count.
+    async fn draw(
+        &mut self,
+        ctx: &RenderContext<'_>,
+        id: TileId,
+        out: &mut mvt::Layer,
+    ) -> Result<()> {
+        let res = Resolution::try_from(ctx.config.resolution(id.z)).unwrap_or(Resolution::Zero);
+        let margin_m = 2.5 * res.edge_length_m();
+        let (lo, hi) = (range().start, range().end);
+        for c in ctx.snapshot.coverage_in(widen(id, margin_m), res).await? {
+            let ring: Vec<[f64; 2]> = c
+                .cell
+                .boundary()
+                .iter()
+                .map(|ll| id.project(ll.lat(), ll.lng(), EXTENT))
+                .collect();
+            let clipped = mercator::clip_ring(&ring, lo, hi);
+            if clipped.len() < 3 {
+                continue;
+            }
+            let geometry = mvt::Geometry::Polygon(vec![round(&clipped)]);
+            let cell = u64::from(c.cell);
+            let age_days = (ctx.now - c.last_seen).num_seconds() as f64 / 86_400.0;
+            out.add(
+                Some(cell),
+                &geometry,
+                &[
+                    ("cell", mvt::Value::String(cell.to_string())),
+                    ("res", mvt::Value::Uint(u8::from(res).into())),
+                    ("frames", mvt::Value::Uint(c.frames)),
+                    ("contributors", mvt::Value::Uint(c.contributors)),
+                    ("first_seen", mvt::Value::String(iso(c.first_seen))),
+                    ("last_seen", mvt::Value::String(iso(c.last_seen))),
+                    (
+                        "freshness_days",
+                        mvt::Value::Double((age_days * 100.0).round() / 100.0),
+                    ),
+                ],
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Published frames, one point each with what the map needs to open it.
+/// Keeps the points it drew so the caller can remember their image keys.
+#[derive(Default)]
+pub(crate) struct Frames {
+    pub drawn: Vec<FramePoint>,
+}
+
+impl Layer for Frames {
+    const NAME: &'static str = "frames";
+
+    fn minzoom(config: &TilesConfig) -> u8 {
+        config.frames_minzoom
+    }
+
+    fn describe(config: &TilesConfig) -> serde_json::Value {
+        serde_json::json!({
+            "id": Self::NAME,
+            "description": "Published (anonymized) frames",
+            "minzoom": Self::minzoom(config),
+            "maxzoom": config.maxzoom,
+            "fields": {
+                "frame_id": "String",
+                "ts": "String: capture time, RFC 3339",
+                "heading": "Number: degrees clockwise from north",
+                "contributor_id": "String",
+                "image_url": "String: the anonymized JPEG, relative to the server"
+            }
+        })
+    }
+
+    async fn draw(
+        &mut self,
+        ctx: &RenderContext<'_>,
+        id: TileId,
+        out: &mut mvt::Layer,
+    ) -> Result<()> {
+        let points = ctx.snapshot.frames_in(widen(id, 0.0)).await?;
+        let range = range();
+        for f in &points {
+            let p = id.project(f.lat, f.lon, EXTENT);
+            if !range.contains(&p[0]) || !range.contains(&p[1]) {
+                continue;
+            }
+            out.add(
+                None,
+                &mvt::Geometry::Points(vec![[p[0].round() as i32, p[1].round() as i32]]),
+                &[
+                    ("frame_id", mvt::Value::String(f.frame_id.to_string())),
+                    ("ts", mvt::Value::String(iso(f.ts))),
+                    ("heading", mvt::Value::Double(f.heading)),
+                    (
+                        "contributor_id",
+                        mvt::Value::String(f.contributor_id.to_string()),
+                    ),
+                    (
+                        "image_url",
+                        mvt::Value::String(format!("/frames/{}.jpg", f.frame_id)),
+                    ),
+                ],
+            );
+        }
+        self.drawn = points;
+        Ok(())
+    }
+}
+
+/// Accepted drives' fixes as lines, simplified to half a screen pixel.
+pub(crate) struct Tracks;
+
+impl Layer for Tracks {
+    const NAME: &'static str = "tracks";
+
+    fn minzoom(config: &TilesConfig) -> u8 {
+        config.tracks_minzoom
+    }
+
+    fn describe(config: &TilesConfig) -> serde_json::Value {
+        serde_json::json!({
+            "id": Self::NAME,
+            "description": "Accepted drives' GNSS tracks, simplified to the zoom",
+            "minzoom": Self::minzoom(config),
+            "maxzoom": config.maxzoom,
+            "fields": {
+                "upload_id": "String",
+                "device_id": "String"
+            }
+        })
+    }
+
+    async fn draw(
+        &mut self,
+        ctx: &RenderContext<'_>,
+        id: TileId,
+        out: &mut mvt::Layer,
+    ) -> Result<()> {
+        let mut lines: Vec<(UploadId, DeviceId, Vec<[f64; 2]>)> = Vec::new();
+        for fix in ctx.snapshot.track_fixes_in(widen(id, 200.0)).await? {
+            let p = id.project(fix.lat, fix.lon, EXTENT);
+            match lines.last_mut() {
+                Some((u, _, pts)) if *u == fix.upload_id => pts.push(p),
+                _ => lines.push((fix.upload_id, fix.device_id, vec![p])),
+            }
+        }
+        let tolerance = f64::from(EXTENT) / 256.0 / 2.0;
+        let (lo, hi) = (range().start, range().end);
+        for (upload, device, pts) in lines {
+            let simple = mercator::simplify(&pts, tolerance);
+            let parts: Vec<Vec<[i32; 2]>> = mercator::clip_line(&simple, lo, hi)
+                .iter()
+                .map(|p| round(p))
+                .collect();
+            out.add(
+                None,
+                &mvt::Geometry::Lines(parts),
+                &[
+                    ("upload_id", mvt::Value::String(upload.to_string())),
+                    ("device_id", mvt::Value::String(device.to_string())),
+                ],
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Draws `layer` into a fresh MVT layer when the zoom reaches it.
+pub(crate) async fn draw<L: Layer>(
+    layer: &mut L,
+    ctx: &RenderContext<'_>,
+    id: TileId,
+) -> Result<mvt::Layer> {
+    let mut out = mvt::Layer::new(L::NAME, EXTENT);
+    if id.z >= L::minzoom(ctx.config) {
+        layer.draw(ctx, id, &mut out).await?;
+    }
+    Ok(out)
+}
