@@ -13,25 +13,27 @@ fn signed() -> Value {
     json!([{ "httpSignature": [] }])
 }
 
+/// The answers every signed endpoint can give, plus `extra` (status, why).
+fn common_errors(extra: &[(&str, &str)]) -> serde_json::Map<String, Value> {
+    let mut responses = serde_json::Map::new();
+    responses.insert(
+        "401".into(),
+        error_response("unsigned, bad or stale signature, or a replayed nonce"),
+    );
+    responses.insert("403".into(), error_response("unknown or revoked device"));
+    responses.insert(
+        "429".into(),
+        error_response("rate or concurrency limit; see Retry-After"),
+    );
+    for (code, text) in extra {
+        responses.insert((*code).into(), error_response(text));
+    }
+    responses
+}
+
 /// The document. Routes here and in `app` are checked against each other by a test.
 pub fn document() -> Value {
     let upload_id = json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } });
-    let common_errors = |extra: &[(&str, &str)]| {
-        let mut responses = serde_json::Map::new();
-        responses.insert(
-            "401".into(),
-            error_response("unsigned, bad or stale signature, or a replayed nonce"),
-        );
-        responses.insert("403".into(), error_response("unknown or revoked device"));
-        responses.insert(
-            "429".into(),
-            error_response("rate or concurrency limit; see Retry-After"),
-        );
-        for (code, text) in extra {
-            responses.insert((*code).into(), error_response(text));
-        }
-        responses
-    };
     let mut patch_responses = common_errors(&[
         ("409", "Upload-Offset does not match the server's offset"),
         ("413", "the body runs past Upload-Length"),
@@ -142,19 +144,24 @@ pub fn document() -> Value {
                 "delete": { "summary": "tus termination", "security": signed(), "parameters": [upload_id], "responses": delete_responses }
             }
         },
-        "components": {
-            "securitySchemes": {
-                "httpSignature": { "type": "apiKey", "in": "header", "name": "Signature", "description": "RFC 9421 with alg=\"ed25519\"; keyid is the device id (hex public key); created and nonce are required" }
-            },
-            "schemas": {
-                "Error": { "type": "object", "required": ["error", "message"], "properties": { "error": { "type": "string" }, "message": { "type": "string" } } },
-                "Registration": { "type": "object", "required": ["public_key", "contributor_id"], "properties": {
-                    "public_key": { "type": "string", "description": "hex ed25519 public key; must equal the signature's keyid" },
-                    "contributor_id": { "type": "string" },
-                    "make": { "type": "string" },
-                    "model": { "type": "string" }
-                } }
-            }
+        "components": components()
+    })
+}
+
+/// The security scheme and the schemas the paths refer to.
+fn components() -> Value {
+    json!({
+        "securitySchemes": {
+            "httpSignature": { "type": "apiKey", "in": "header", "name": "Signature", "description": "RFC 9421 with alg=\"ed25519\"; keyid is the device id (hex public key); created and nonce are required" }
+        },
+        "schemas": {
+            "Error": { "type": "object", "required": ["error", "message"], "properties": { "error": { "type": "string" }, "message": { "type": "string" } } },
+            "Registration": { "type": "object", "required": ["public_key", "contributor_id"], "properties": {
+                "public_key": { "type": "string", "description": "hex ed25519 public key; must equal the signature's keyid" },
+                "contributor_id": { "type": "string" },
+                "make": { "type": "string" },
+                "model": { "type": "string" }
+            } }
         }
     })
 }

@@ -3,7 +3,7 @@
 //! MapLibre tile server, from crates.io) serving the exported PMTiles
 //! archive of the same tiles, all in this run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -112,6 +112,45 @@ impl Drop for Killed {
     }
 }
 
+/// martin serving the exported archive: the second pass over the sample
+/// (the first reads the archive into the page cache).
+async fn martin_pass(
+    bin: &Path,
+    pmtiles: &Path,
+    http: &reqwest::Client,
+    sample: &[TileId],
+    concurrency: usize,
+) -> Result<Pass> {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let child = Command::new(bin)
+        .arg("--listen-addresses")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(pmtiles)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let child = Killed(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let t0 = Instant::now();
+    while http.get(format!("{base}/catalog")).send().await.is_err() {
+        if t0.elapsed() > Duration::from_secs(30) {
+            bail!("martin did not start on {base}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let theirs = |t: &TileId| format!("{base}/hexroad/{}/{}/{}", t.z, t.x, t.y);
+    let urls: Vec<String> = sample.iter().map(theirs).collect();
+    // The first pass reads the archive into the page cache.
+    pass(http, &urls, concurrency).await?;
+    let warm = pass(http, &urls, concurrency).await?;
+    drop(child);
+    Ok(warm)
+}
+
 pub async fn run(args: Args) -> Result<()> {
     if args.rows == 0 || args.requests == 0 || args.concurrency == 0 {
         bail!("--rows, --requests and --concurrency must be positive");
@@ -172,33 +211,7 @@ pub async fn run(args: Args) -> Result<()> {
     let martin = match martin_binary(args.martin.clone()) {
         None => None,
         Some(bin) => {
-            let port = {
-                let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-                l.local_addr()?.port()
-            };
-            let child = Command::new(&bin)
-                .arg("--listen-addresses")
-                .arg(format!("127.0.0.1:{port}"))
-                .arg(&pmtiles)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .with_context(|| format!("starting {}", bin.display()))?;
-            let child = Killed(child);
-            let base = format!("http://127.0.0.1:{port}");
-            let t0 = Instant::now();
-            while http.get(format!("{base}/catalog")).send().await.is_err() {
-                if t0.elapsed() > Duration::from_secs(30) {
-                    bail!("martin did not start on {base}");
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            let theirs = |t: &TileId| format!("{base}/hexroad/{}/{}/{}", t.z, t.x, t.y);
-            let urls: Vec<String> = sample.iter().map(theirs).collect();
-            // The first pass reads the archive into the page cache.
-            pass(&http, &urls, args.concurrency).await?;
-            let warm = pass(&http, &urls, args.concurrency).await?;
-            drop(child);
+            let warm = martin_pass(&bin, &pmtiles, &http, &sample, args.concurrency).await?;
             Some((bin, warm))
         }
     };
