@@ -21,6 +21,9 @@ pub struct Verified {
     pub created: i64,
 }
 
+/// The longest nonce held against replays.
+pub const MAX_NONCE_BYTES: usize = 64;
+
 /// The components every signed request must cover.
 const ALWAYS: [&str; 2] = ["@method", "@path"];
 
@@ -98,6 +101,17 @@ fn check_params(sig: &ReceivedSignature, required: &[&str]) -> Result<DeviceId, 
     }
     if sig.nonce.as_deref().is_none_or(str::is_empty) {
         return Err("the nonce parameter is required (requests are refused if replayed)".into());
+    }
+    // Every nonce is held for the signature window: a stranger must not be
+    // able to make each one cost the server kilobytes.
+    if sig
+        .nonce
+        .as_deref()
+        .is_some_and(|n| n.len() > MAX_NONCE_BYTES)
+    {
+        return Err(format!(
+            "the nonce is longer than {MAX_NONCE_BYTES} bytes (a random 128-bit value needs 32)"
+        ));
     }
     sig.keyid
         .as_deref()

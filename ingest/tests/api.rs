@@ -735,3 +735,25 @@ async fn nmea_with_a_multi_byte_character_is_refused_not_a_500() {
     let r = upload(&s, &d, "gnss", "nmea", data.as_bytes()).await;
     assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "bad_track");
 }
+
+/// Issue 14: nonces of any size (200 KB was accepted) were held in memory
+/// for the whole signature window. A nonce over 64 bytes is refused.
+#[tokio::test]
+async fn a_huge_nonce_is_refused() {
+    let s = start(IngestConfig::default()).await;
+    let d = Device::new(43);
+    register(&s, &d).await;
+    let data = gpx(60.17, 24.94, Utc::now() - Duration::hours(1));
+    let covered = [
+        ("upload-length", data.len().to_string()),
+        ("upload-metadata", metadata("gnss", "gpx", &data)),
+    ];
+    let mut headers: Vec<(String, String)> = covered
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), v.clone()))
+        .collect();
+    headers.extend(d.sign("POST", "/v1/uploads", &covered, &"n".repeat(65)));
+    let r = send(&s.base, Method::POST, "/v1/uploads", &headers, Vec::new()).await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "bad_signature");
+    assert!(r.json["message"].as_str().unwrap().contains("64 bytes"));
+}
