@@ -104,8 +104,12 @@ pub async fn run(args: Args) -> Result<()> {
         let stopping = stop.clone().cancelled_owned();
         tokio::spawn(hexroad_sql::flight::serve(lake, sql, listener, stopping))
     });
+    let mut tiles_config = settings.tiles.clone();
+    if tiles_config.public_url.is_empty() {
+        tiles_config.public_url = format!("http://{addr}");
+    }
     let tiles = Arc::new(
-        hexroad_tiles::Tiles::new(Arc::clone(&lake), settings.tiles.clone())
+        hexroad_tiles::Tiles::new(Arc::clone(&lake), tiles_config)
             .await
             .context("starting the tile service")?,
     );

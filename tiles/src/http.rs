@@ -38,7 +38,24 @@ pub fn router(tiles: Arc<Tiles>) -> Router {
         .route("/tiles/{z}/{x}/{file}", get(tile))
         .route("/frames/{file}", get(frame))
         .route("/map/{file}", get(asset))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(shared)
+}
+
+/// No answer is sniffed as another type, and no page of the map may be
+/// framed by another site.
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
 }
 
 async fn index() -> Response {
@@ -86,20 +103,10 @@ async fn asset(State(shared): State<Arc<Shared>>, Path(file): Path<String>) -> R
 }
 
 /// The scheme and host the client used, for absolute URLs in TileJSON.
-fn origin(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    format!("http://{host}")
-}
-
-async fn tilejson(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+async fn tilejson(State(shared): State<Arc<Shared>>) -> Response {
     let config = shared.tiles.config();
-    let mut doc = crate::tilejson(
-        config,
-        &[format!("{}/tiles/{{z}}/{{x}}/{{y}}.mvt", origin(&headers))],
-    );
+    let base = config.public_url.trim_end_matches('/');
+    let mut doc = crate::tilejson(config, &[format!("{base}/tiles/{{z}}/{{x}}/{{y}}.mvt")]);
     // hexroad's own fields: where the data is, and the tiles' version.
     match shared.tiles.data_bounds().await {
         Ok(Some([w, s, e, n])) => {

@@ -61,6 +61,11 @@ pub struct TilesConfig {
     pub poll_interval: Duration,
     /// MapLibre GL JS's `dist/` folder, installed from npm by the set-up.
     pub maplibre: std::path::PathBuf,
+    /// The URL clients reach the map at (`https://map.example.org`), used
+    /// for the tile URLs in TileJSON. Empty: `serve` fills in the address it
+    /// listens on. Never taken from a request's `Host` header, which the
+    /// client chooses.
+    pub public_url: String,
 }
 
 impl Default for TilesConfig {
@@ -75,6 +80,7 @@ impl Default for TilesConfig {
             max_age: Duration::from_secs(3600),
             poll_interval: Duration::from_secs(2),
             maplibre: "datasets/maplibre-gl".into(),
+            public_url: String::new(),
         }
     }
 }
