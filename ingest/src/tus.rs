@@ -110,17 +110,47 @@ impl Staging {
         open.get(device).map_or(0, HashSet::len)
     }
 
-    /// Records a new upload.
-    pub async fn create(&self, info: UploadInfo) -> object_store::Result<()> {
+    /// Records a new upload if its device holds fewer than `limit`
+    /// unfinished ones; otherwise `Ok(Err(open))`. Counting and reserving
+    /// are one step under one lock, so concurrent creations cannot pass the
+    /// limit together.
+    pub async fn create(
+        &self,
+        info: UploadInfo,
+        limit: usize,
+    ) -> object_store::Result<Result<(), usize>> {
+        {
+            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            let mine = open.entry(info.device_id.clone()).or_default();
+            if mine.len() >= limit {
+                return Ok(Err(mine.len()));
+            }
+            mine.insert(info.upload_id);
+        }
         let json = serde_json::to_vec(&info).map_err(|e| object_store::Error::Generic {
             store: "staging",
             source: Box::new(e),
-        })?;
-        self.store
-            .put(&info_path(info.upload_id), PutPayload::from(json))
-            .await?;
-        self.mark_open(&info.device_id, info.upload_id);
-        Ok(())
+        });
+        let stored = match json {
+            Ok(json) => {
+                self.store
+                    .put(&info_path(info.upload_id), PutPayload::from(json))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
+            self.unmark(&info.device_id, info.upload_id);
+            return Err(e);
+        }
+        Ok(Ok(()))
+    }
+
+    fn unmark(&self, device: &DeviceId, id: UploadId) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = open.get_mut(device) {
+            set.remove(&id);
+        }
     }
 
     /// Locks one upload for a request, loading its state if this process has
@@ -280,10 +310,7 @@ impl Staging {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(set) = open.get_mut(&info.device_id) {
-            set.remove(&id);
-        }
+        self.unmark(&info.device_id, id);
         Ok(())
     }
 }

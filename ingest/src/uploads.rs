@@ -94,17 +94,6 @@ pub async fn create(
             "sha256 must be 64 hex digits",
         ));
     }
-    let open = state.staging.open_count(&device.device_id);
-    if open >= state.config.max_open_uploads {
-        return Err(ApiError::too_many(
-            "too_many_open_uploads",
-            format!(
-                "device {} has {open} unfinished uploads; finish or terminate some (limit {})",
-                device.device_id, state.config.max_open_uploads
-            ),
-            5,
-        ));
-    }
     let info = UploadInfo {
         upload_id: UploadId::new_random(),
         device_id: device.device_id.clone(),
@@ -116,7 +105,17 @@ pub async fn create(
         drive_id: metadata.get("drive_id").cloned(),
         created_at: (state.clock)(),
     };
-    state.staging.create(info.clone()).await?;
+    let limit = state.config.max_open_uploads;
+    if let Err(open) = state.staging.create(info.clone(), limit).await? {
+        return Err(ApiError::too_many(
+            "too_many_open_uploads",
+            format!(
+                "device {} has {open} unfinished uploads; finish or terminate some (limit {limit})",
+                device.device_id
+            ),
+            5,
+        ));
+    }
     info!(upload_id = %info.upload_id, device_id = %info.device_id, kind = kind.as_str(), length, "upload created");
     let mut response = StatusCode::CREATED.into_response();
     let h = response.headers_mut();

@@ -757,3 +757,31 @@ async fn a_huge_nonce_is_refused() {
     assert_error(&r, StatusCode::UNAUTHORIZED, "bad_signature");
     assert!(r.json["message"].as_str().unwrap().contains("64 bytes"));
 }
+
+/// Issue 14: `max_open_uploads` was checked and then reserved in two steps,
+/// so 66 uploads were open at once under a limit of 64. Forty creations at
+/// once under a limit of 8 open exactly 8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_open_uploads_holds_under_concurrent_creation() {
+    let s = start(IngestConfig {
+        max_open_uploads: 8,
+        requests_per_second: 10_000.0,
+        request_burst: 10_000.0,
+        ..IngestConfig::default()
+    })
+    .await;
+    let d = Device::new(44);
+    register(&s, &d).await;
+    let data = gpx(60.17, 24.94, Utc::now() - Duration::hours(1));
+    let creations = (0..40).map(|_| create(&s, &d, data.len(), metadata("gnss", "gpx", &data)));
+    let replies = futures::future::join_all(creations).await;
+    let created = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .count();
+    let refused = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((created, refused), (8, 32));
+}
