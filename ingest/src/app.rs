@@ -63,9 +63,9 @@ impl Ingest {
                     source,
                 })?;
         let limits = Limits::new(
-            config.requests_per_second,
-            config.request_burst,
+            (config.requests_per_second, config.request_burst),
             config.max_concurrent_patches,
+            (config.registrations_per_second, config.registration_burst),
         );
         Ok(Arc::new(Self {
             lake,

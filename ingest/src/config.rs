@@ -25,6 +25,11 @@ pub struct IngestConfig {
     pub requests_per_second: f64,
     /// Requests a device may burst above the sustained rate.
     pub request_burst: f64,
+    /// New devices the whole service registers per second, sustained: keys
+    /// cost nothing to make, so this bounds how fast anyone can add devices.
+    pub registrations_per_second: f64,
+    /// Registrations allowed in a burst above that rate.
+    pub registration_burst: f64,
     /// `PATCH` requests a device may have in flight at once.
     pub max_concurrent_patches: usize,
     /// Created-but-unfinished uploads a device may hold at once.
@@ -102,6 +107,8 @@ impl Default for IngestConfig {
             max_speed_mps: 90.0,
             requests_per_second: 50.0,
             request_burst: 200.0,
+            registrations_per_second: 2.0,
+            registration_burst: 100.0,
             max_concurrent_patches: 4,
             max_open_uploads: 64,
             media: MediaLimits::default(),
@@ -150,6 +157,16 @@ impl IngestConfig {
         require(
             self.max_open_uploads > 0,
             "max_open_uploads",
+            "must be at least 1",
+        )?;
+        require(
+            self.registrations_per_second.is_finite() && self.registrations_per_second > 0.0,
+            "registrations_per_second",
+            "must be a positive number",
+        )?;
+        require(
+            self.registration_burst.is_finite() && self.registration_burst >= 1.0,
+            "registration_burst",
             "must be at least 1",
         )?;
         let m = &self.media;

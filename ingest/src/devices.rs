@@ -73,7 +73,11 @@ pub async fn register(
                 ApiError::bad_request("bad_contributor_id", e.to_string())
             })?;
     let _one_at_a_time = state.registration.lock().await;
-    if let Some(existing) = state.device(&device) {
+    let existing = state.device(&device);
+    if existing.is_none() {
+        state.limits.take_registration(std::time::Instant::now())?;
+    }
+    if let Some(existing) = existing {
         if existing.status == DeviceStatus::Revoked {
             return Err(ApiError::forbidden(
                 "revoked_device",

@@ -785,3 +785,29 @@ async fn max_open_uploads_holds_under_concurrent_creation() {
         .count();
     assert_eq!((created, refused), (8, 32));
 }
+
+/// Issue 14: registration had no rate limit (25 fresh keys back-to-back, no
+/// 429). Past the burst, new keys get 429 with Retry-After; a device that
+/// is already registered still gets its 200.
+#[tokio::test]
+async fn registration_is_rate_limited() {
+    let s = start(IngestConfig {
+        registrations_per_second: 0.01,
+        registration_burst: 3.0,
+        ..IngestConfig::default()
+    })
+    .await;
+    for seed in 50..53 {
+        let r = register(&s, &Device::new(seed)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
+    }
+    let r = register(&s, &Device::new(53)).await;
+    assert_error(
+        &r,
+        StatusCode::TOO_MANY_REQUESTS,
+        "registration_rate_limited",
+    );
+    assert!(r.headers.contains_key("retry-after"));
+    let again = register(&s, &Device::new(50)).await;
+    assert_eq!(again.status, StatusCode::OK, "{:?}", again.json);
+}
