@@ -7,6 +7,7 @@ mod ingest;
 mod sql;
 mod synthetic;
 mod tiles;
+mod track;
 mod vision;
 
 use anyhow::Result;
@@ -23,6 +24,8 @@ pub enum Which {
     Tiles(tiles::Args),
     /// A reward epoch over millions of frames: time and peak memory.
     Epoch(epoch::Args),
+    /// Reading a 10 MB GPX track (and its NMEA twin), beside Python's ElementTree.
+    Track(track::Args),
 }
 
 pub async fn run(which: Which) -> Result<()> {
@@ -32,5 +35,6 @@ pub async fn run(which: Which) -> Result<()> {
         Which::Sql(args) => sql::run(args).await,
         Which::Tiles(args) => tiles::run(args).await,
         Which::Epoch(args) => epoch::run(args).await,
+        Which::Track(args) => track::run(args).await,
     }
 }
