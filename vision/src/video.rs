@@ -97,7 +97,11 @@ pub fn decode(
     };
     let src = make("filesrc")?;
     src.set_property("location", path.to_string_lossy().to_string());
-    let decodebin = make("decodebin")?;
+    // Pinned to what hexroad accepts (MP4 with H.264), never chosen by the
+    // file's content: no other demuxer or decoder ever sees untrusted bytes.
+    let demux = make("qtdemux")?;
+    let parse = make("h264parse")?;
+    let decoder = make("avdec_h264")?;
     let convert = make("videoconvert")?;
     let sink = AppSink::builder()
         .caps(
@@ -109,21 +113,20 @@ pub fn decode(
         .max_buffers(4)
         .build();
     pipeline
-        .add_many([&src, &decodebin, &convert, sink.upcast_ref()])
+        .add_many([&src, &demux, &parse, &decoder, &convert, sink.upcast_ref()])
         .map_err(|e| video_err(e.to_string()))?;
-    src.link(&decodebin).map_err(|e| video_err(e.to_string()))?;
-    convert.link(&sink).map_err(|e| video_err(e.to_string()))?;
-    let convert_weak = convert.downgrade();
-    decodebin.connect_pad_added(move |_, pad| {
-        let Some(convert) = convert_weak.upgrade() else {
+    src.link(&demux).map_err(|e| video_err(e.to_string()))?;
+    gst::Element::link_many([&parse, &decoder, &convert, sink.upcast_ref()])
+        .map_err(|e| video_err(e.to_string()))?;
+    let parse_weak = parse.downgrade();
+    demux.connect_pad_added(move |_, pad| {
+        let Some(parse) = parse_weak.upgrade() else {
             return;
         };
-        let is_video = pad
-            .current_caps()
-            .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
-            .unwrap_or(false);
-        if let Some(sinkpad) = convert.static_pad("sink")
-            && is_video
+        // qtdemux names its streams video_0, audio_0, …: only the first
+        // video stream is decoded (an H.264 one, or linking fails).
+        if let Some(sinkpad) = parse.static_pad("sink")
+            && pad.name().starts_with("video_")
             && !sinkpad.is_linked()
         {
             let _ = pad.link(&sinkpad);
@@ -282,5 +285,30 @@ impl Mp4Writer {
         }
         let _ = self.pipeline.set_state(gst::State::Null);
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14, decode in a cage: any installed plugin used to parse what
+    /// came in, chosen by content. A PNG (or any non-MP4) is now refused by
+    /// the pinned MP4/H.264 pipeline instead of being decoded by whatever
+    /// plugin claims it.
+    #[test]
+    fn only_mp4_with_h264_reaches_a_decoder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("picture.mp4");
+        image::RgbImage::from_pixel(64, 48, image::Rgb([200, 10, 10]))
+            .save_with_format(&path, image::ImageFormat::Png)
+            .unwrap();
+        let mut pictures = 0;
+        let result = decode(&path, |_| {
+            pictures += 1;
+            Ok(Flow::Continue)
+        });
+        assert!(matches!(result, Err(Error::Video { .. })), "{result:?}");
+        assert_eq!(pictures, 0);
     }
 }
