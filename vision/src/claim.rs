@@ -151,3 +151,50 @@ pub(crate) async fn finish(
     store.put(&key, PutPayload::from_static(b"{}")).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14: an upload that kills its worker was claimed again at once
+    /// after every restart, forever. Claims that lapse without a verdict
+    /// count; after the limit the upload is given up. Attempts that ended
+    /// in a verdict do not count.
+    #[tokio::test]
+    async fn an_upload_is_given_up_after_its_attempts_lapse() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = hexroad_lake::Lake::open(&dir.path().to_string_lossy())
+            .await
+            .unwrap();
+        let store = lake.blobs();
+        let who = Claimant::here(Duration::from_secs(600));
+        let upload = UploadId::new_random();
+        let t0 = Utc::now();
+        let hour = |h: i64| t0 + chrono::Duration::hours(h);
+
+        // One attempt ends with a verdict: it does not count.
+        assert_eq!(
+            claim(&store, &who, upload, hour(0), 2).await.unwrap(),
+            Claimed::Taken { attempt: 0 }
+        );
+        finish(&store, upload, 0).await.unwrap();
+        // While a claim is live, others wait.
+        assert_eq!(
+            claim(&store, &who, upload, hour(1), 2).await.unwrap(),
+            Claimed::Taken { attempt: 1 }
+        );
+        assert_eq!(
+            claim(&store, &who, upload, hour(1), 2).await.unwrap(),
+            Claimed::Held
+        );
+        // Two claims lapse without a verdict: given up.
+        assert_eq!(
+            claim(&store, &who, upload, hour(2), 2).await.unwrap(),
+            Claimed::Taken { attempt: 2 }
+        );
+        assert_eq!(
+            claim(&store, &who, upload, hour(3), 2).await.unwrap(),
+            Claimed::Exhausted { attempts: 2 }
+        );
+    }
+}
