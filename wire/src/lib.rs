@@ -12,6 +12,7 @@
 
 pub mod grid;
 mod ids;
+pub mod jpeg;
 mod samples;
 pub mod settings;
 pub mod signature;
