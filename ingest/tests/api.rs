@@ -137,12 +137,24 @@ async fn signed(
     covered: &[(&str, String)],
     body: Vec<u8>,
 ) -> Reply {
+    let headers = signed_headers(device, method.as_str(), path, covered, &nonce());
+    send(&s.base, method, path, &headers, body).await
+}
+
+/// The covered headers and the signature over them, with `nonce`.
+fn signed_headers(
+    device: &Device,
+    method: &str,
+    path: &str,
+    covered: &[(&str, String)],
+    nonce: &str,
+) -> Vec<(String, String)> {
     let mut headers: Vec<(String, String)> = covered
         .iter()
         .map(|(n, v)| ((*n).to_owned(), v.clone()))
         .collect();
-    headers.extend(device.sign(method.as_str(), path, covered, &nonce()));
-    send(&s.base, method, path, &headers, body).await
+    headers.extend(device.sign(method, path, covered, nonce));
+    headers
 }
 
 async fn register(s: &Server, device: &Device) -> Reply {
@@ -359,11 +371,7 @@ async fn a_bad_signature_is_refused() {
         ("upload-length", "10".to_owned()),
         ("upload-metadata", metadata("gnss", "gpx", b"x")),
     ];
-    let mut headers: Vec<(String, String)> = covered
-        .iter()
-        .map(|(n, v)| ((*n).to_owned(), v.clone()))
-        .collect();
-    headers.extend(d.sign("POST", "/v1/uploads", &covered, &nonce()));
+    let mut headers = signed_headers(&d, "POST", "/v1/uploads", &covered, &nonce());
     // Tamper with a covered header after signing.
     headers[0].1 = "11".into();
     let r = send(&s.base, Method::POST, "/v1/uploads", &headers, Vec::new()).await;
@@ -380,11 +388,7 @@ async fn a_replayed_request_is_refused() {
         ("upload-length", data.len().to_string()),
         ("upload-metadata", metadata("gnss", "gpx", &data)),
     ];
-    let mut headers: Vec<(String, String)> = covered
-        .iter()
-        .map(|(n, v)| ((*n).to_owned(), v.clone()))
-        .collect();
-    headers.extend(d.sign("POST", "/v1/uploads", &covered, "the-same-nonce"));
+    let headers = signed_headers(&d, "POST", "/v1/uploads", &covered, "the-same-nonce");
     let first = send(&s.base, Method::POST, "/v1/uploads", &headers, Vec::new()).await;
     assert_eq!(first.status, StatusCode::CREATED);
     let replay = send(&s.base, Method::POST, "/v1/uploads", &headers, Vec::new()).await;
@@ -748,11 +752,7 @@ async fn a_huge_nonce_is_refused() {
         ("upload-length", data.len().to_string()),
         ("upload-metadata", metadata("gnss", "gpx", &data)),
     ];
-    let mut headers: Vec<(String, String)> = covered
-        .iter()
-        .map(|(n, v)| ((*n).to_owned(), v.clone()))
-        .collect();
-    headers.extend(d.sign("POST", "/v1/uploads", &covered, &"n".repeat(65)));
+    let headers = signed_headers(&d, "POST", "/v1/uploads", &covered, &"n".repeat(65));
     let r = send(&s.base, Method::POST, "/v1/uploads", &headers, Vec::new()).await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "bad_signature");
     assert!(r.json["message"].as_str().unwrap().contains("64 bytes"));
