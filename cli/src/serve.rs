@@ -40,30 +40,9 @@ pub async fn run(args: Args) -> Result<()> {
             .await
             .with_context(|| format!("opening data location {}", settings.data))?,
     );
-    let scratch = settings.scratch_dir()?;
-    let state = Ingest::open(
-        Arc::clone(&lake),
-        settings.ingest.clone(),
-        system_clock(),
-        scratch.clone(),
-    )
-    .await?;
     // One signal stops everything: the HTTP server drains, then Flight SQL,
     // the tile watcher and the vision worker end their current step.
     let stop = crate::shutdown::on_signal();
-    let vision = if settings.vision.enabled {
-        Some(
-            crate::vision::spawn(
-                Arc::clone(&lake),
-                settings.vision.clone(),
-                scratch,
-                stop.clone(),
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
@@ -89,6 +68,32 @@ pub async fn run(args: Args) -> Result<()> {
             );
         }
     }
+    let scratch = settings.scratch_dir()?;
+    let mut ingest_config = settings.ingest.clone();
+    if ingest_config.public_authority.is_empty() {
+        ingest_config.public_authority = public_authority(&settings.tiles.public_url, addr)?;
+    }
+    let state = Ingest::open(
+        Arc::clone(&lake),
+        ingest_config,
+        system_clock(),
+        scratch.clone(),
+    )
+    .await?;
+    let sweeper = tokio::spawn(Arc::clone(&state).run_sweeper(stop.clone().cancelled_owned()));
+    let vision = if settings.vision.enabled {
+        Some(
+            crate::vision::spawn(
+                Arc::clone(&lake),
+                settings.vision.clone(),
+                scratch,
+                stop.clone(),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     // The one line a person or a script waits for.
     match flight_addr {
         Some(flight) => println!(
@@ -117,13 +122,18 @@ pub async fn run(args: Args) -> Result<()> {
     let router = app(state)
         .merge(hexroad_sql::http::router(Arc::clone(&lake), sql))
         .merge(hexroad_tiles::http::router(tiles));
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .await
-        .context("serving")?;
+    hexroad_http::serve(
+        listener,
+        router,
+        settings.server,
+        stop.clone().cancelled_owned(),
+    )
+    .await
+    .context("serving")?;
     // Should the server end on its own, the others stop with it.
     stop.cancel();
     let _ = tile_watch.await;
+    let _ = sweeper.await;
     if let Some(flight) = flight {
         match flight.await {
             Ok(Ok(())) => {}
@@ -136,4 +146,23 @@ pub async fn run(args: Args) -> Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// The `host[:port]` devices sign for when `ingest.public_authority` is not
+/// set: that of `tiles.public_url`, else the address listened on, which must
+/// then be one a device can reach.
+fn public_authority(public_url: &str, addr: std::net::SocketAddr) -> Result<String> {
+    if let Some(rest) = public_url.split_once("://").map(|(_, rest)| rest) {
+        let authority = rest.split('/').next().unwrap_or_default();
+        if !authority.is_empty() {
+            return Ok(authority.to_ascii_lowercase());
+        }
+    }
+    if addr.ip().is_unspecified() {
+        anyhow::bail!(
+            "listening on {addr}, every interface: set ingest.public_authority (or \
+             tiles.public_url) to the host[:port] devices sign for"
+        );
+    }
+    Ok(addr.to_string())
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use hexroad_http::ServeLimits;
 use hexroad_ingest::IngestConfig;
 use hexroad_rewards::RewardConfig;
 use hexroad_tiles::TilesConfig;
@@ -23,6 +24,8 @@ pub struct Settings {
     /// A local folder for files in the making (assembled uploads, videos
     /// being decoded); empty means the system's temporary folder.
     pub scratch: String,
+    /// Limits on every connection to the HTTP listener.
+    pub server: ServeLimits,
     pub ingest: IngestConfig,
     pub vision: VisionConfig,
     pub sql: SqlSettings,
@@ -82,6 +85,7 @@ impl SqlSettings {
 impl Settings {
     /// Checks every section, naming the bad key with its section.
     pub fn validate(&self) -> Result<(), SettingError> {
+        self.server.validate().map_err(|e| e.within("server"))?;
         self.ingest.validate().map_err(|e| e.within("ingest"))?;
         self.vision.validate().map_err(|e| e.within("vision"))?;
         self.sql.validate().map_err(|e| e.within("sql"))?;
@@ -109,6 +113,7 @@ impl Default for Settings {
             data: "./data".into(),
             listen: "127.0.0.1:8080".into(),
             scratch: String::new(),
+            server: ServeLimits::default(),
             ingest: IngestConfig::default(),
             vision: VisionConfig::default(),
             sql: SqlSettings::default(),

@@ -83,6 +83,20 @@ impl DeviceClient<'_> {
         format!("{}{}", self.server.trim_end_matches('/'), path)
     }
 
+    /// The server's `host[:port]`, as the `Host` header carries it: what
+    /// every signature covers as `@authority`.
+    fn authority(&self) -> String {
+        let Ok(url) = reqwest::Url::parse(self.server) else {
+            return String::new();
+        };
+        let host = url.host_str().unwrap_or_default();
+        // `port()` is None for the scheme's default port, as in `Host`.
+        match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        }
+    }
+
     /// Sends one signed request, retrying on connection failures, 5xx and
     /// 429 (after Retry-After) until `retry_for` runs out. The request is
     /// re-signed each time, with a fresh nonce.
@@ -128,7 +142,9 @@ impl DeviceClient<'_> {
         path: &str,
         headers: &[(&str, String)],
     ) -> reqwest::RequestBuilder {
-        let signed = self.key.sign(method.as_str(), path, headers, now_s());
+        let signed = self
+            .key
+            .sign((method.as_str(), &self.authority(), path), headers, now_s());
         let mut req = self.http.request(method, self.url(path));
         for (name, value) in headers
             .iter()
@@ -383,7 +399,9 @@ impl DeviceClient<'_> {
     /// Sends the same creation request twice with the same signature: the
     /// second must be refused as a replay.
     async fn replay_creation(&self, headers: &[(&str, String)]) {
-        let signed = self.key.sign("POST", "/v1/uploads", headers, now_s());
+        let signed = self
+            .key
+            .sign(("POST", &self.authority(), "/v1/uploads"), headers, now_s());
         let build = || {
             let mut req = self
                 .http

@@ -22,17 +22,21 @@ impl DeviceKey {
         &self.id
     }
 
-    /// Signs a request, returning the `Signature-Input` and `Signature`
-    /// headers. `covered` are header names (lowercase) and values that the
-    /// signature binds, besides `@method` and `@path`.
+    /// Signs a request to `authority` (the server's `host[:port]`),
+    /// returning the `Signature-Input` and `Signature` headers. `covered`
+    /// are header names (lowercase) and values that the signature binds,
+    /// besides `@method`, `@path` and `@authority`.
     pub fn sign(
         &self,
-        method: &str,
-        path: &str,
+        (method, authority, path): (&str, &str, &str),
         covered: &[(&str, String)],
         created: i64,
     ) -> [(&'static str, String); 2] {
-        let mut components = vec!["@method".to_owned(), "@path".to_owned()];
+        let mut components = vec![
+            "@method".to_owned(),
+            "@path".to_owned(),
+            "@authority".to_owned(),
+        ];
         components.extend(covered.iter().map(|(name, _)| (*name).to_owned()));
         let params = SignatureParams {
             components,
@@ -44,6 +48,7 @@ impl DeviceKey {
         let base = signature::signature_base(&params, |c| match c {
             "@method" => Some(method.to_owned()),
             "@path" => Some(path.to_owned()),
+            "@authority" => Some(authority.to_ascii_lowercase()),
             name => covered
                 .iter()
                 .find(|(n, _)| *n == name)

@@ -5,6 +5,10 @@
 //! fixed message; their cause goes to the log with its whole chain, never to
 //! the client, so a stranger learns nothing about paths, tables or versions.
 
+mod serve;
+
+pub use serve::{ServeLimits, serve};
+
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

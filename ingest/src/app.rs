@@ -48,6 +48,11 @@ impl Ingest {
         scratch: PathBuf,
     ) -> Result<Arc<Self>, StartError> {
         config.validate()?;
+        hexroad_wire::settings::require(
+            !config.public_authority.is_empty(),
+            "public_authority",
+            "must be set to the host[:port] devices reach this service at",
+        )?;
         probe::init().map_err(StartError::Gstreamer)?;
         let devices = lake
             .devices()
@@ -83,14 +88,13 @@ impl Ingest {
 
     /// Checks a request's signature, covering `required` beyond the basics.
     pub(crate) fn verify(&self, parts: &Parts, required: &[&str]) -> Result<Verified, ApiError> {
-        auth::verify(
-            parts,
-            (self.clock)(),
-            self.config.signature_max_age.as_secs(),
-            self.config.clock_skew.as_secs(),
-            required,
-        )
-        .inspect_err(|e| {
+        let expect = auth::Expect {
+            now: (self.clock)(),
+            max_age_s: self.config.signature_max_age.as_secs(),
+            skew_s: self.config.clock_skew.as_secs(),
+            authority: &self.config.public_authority,
+        };
+        auth::verify(parts, &expect, required).inspect_err(|e| {
             self.metrics
                 .inc("hexroad_signature_failures_total", &[("reason", e.code)]);
         })
@@ -99,7 +103,12 @@ impl Ingest {
     /// Refuses a used nonce, then charges the device's rate limit.
     pub(crate) fn admit(&self, v: &Verified) -> Result<(), ApiError> {
         self.nonces
-            .admit(v, (self.clock)(), self.config.signature_window_s())
+            .admit(
+                v,
+                (self.clock)(),
+                self.config.signature_window_s(),
+                self.config.max_held_nonces,
+            )
             .inspect_err(|e| {
                 self.metrics
                     .inc("hexroad_signature_failures_total", &[("reason", e.code)]);
@@ -207,13 +216,32 @@ async fn count_requests(State(state): State<Arc<Ingest>>, req: Request, next: Ne
 }
 
 async fn metrics(State(state): State<Arc<Ingest>>) -> impl IntoResponse {
-    let open: usize = {
-        let devices = state.devices.read().unwrap_or_else(|e| e.into_inner());
-        devices.keys().map(|d| state.staging.open_count(d)).sum()
-    };
+    let (open, staged_bytes) = state.staging.held();
+    let gauges = [
+        (
+            "hexroad_open_uploads",
+            "Uploads created and not yet finished.",
+            open as f64,
+        ),
+        (
+            "hexroad_staged_bytes",
+            "Bytes the unfinished uploads declared (reserved against the quotas).",
+            staged_bytes as f64,
+        ),
+        (
+            "hexroad_upload_locks",
+            "Per-upload locks held in memory.",
+            state.staging.cells() as f64,
+        ),
+        (
+            "hexroad_held_nonces",
+            "Nonces held against replays.",
+            state.nonces.held() as f64,
+        ),
+    ];
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(open),
+        state.metrics.render(&gauges),
     )
 }

@@ -24,8 +24,18 @@ pub struct Verified {
 /// The longest nonce held against replays.
 pub const MAX_NONCE_BYTES: usize = 64;
 
-/// The components every signed request must cover.
-const ALWAYS: [&str; 2] = ["@method", "@path"];
+/// The components every signed request must cover: `@authority` binds it
+/// to this deployment.
+const ALWAYS: [&str; 3] = ["@method", "@path", "@authority"];
+
+/// What a request is checked against besides its own headers.
+pub struct Expect<'a> {
+    pub now: DateTime<Utc>,
+    pub max_age_s: u64,
+    pub skew_s: u64,
+    /// The configured public `host[:port]`.
+    pub authority: &'a str,
+}
 
 /// Verifies the signature on a request.
 ///
@@ -36,13 +46,13 @@ const ALWAYS: [&str; 2] = ["@method", "@path"];
 /// chunks) and those that give the request its meaning.
 /// Replays are *not* checked here: see [`NonceCache::admit`], which runs only
 /// once the signature is known to be good.
-pub fn verify(
-    parts: &Parts,
-    now: DateTime<Utc>,
-    max_age_s: u64,
-    skew_s: u64,
-    required: &[&str],
-) -> Result<Verified, ApiError> {
+pub fn verify(parts: &Parts, expect: &Expect, required: &[&str]) -> Result<Verified, ApiError> {
+    let Expect {
+        now,
+        max_age_s,
+        skew_s,
+        authority,
+    } = *expect;
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let (Some(input), Some(sig)) = (header("signature-input"), header("signature")) else {
         return Err(ApiError::unauthorized(
@@ -60,6 +70,16 @@ pub fn verify(
     let device = check_params(&chosen, required).map_err(bad)?;
     let (created, nonce) = (chosen.created.unwrap_or_default(), chosen.nonce.clone());
     check_age(now.timestamp(), created, chosen.expires, max_age_s, skew_s)?;
+    let host = component(parts, "@authority").unwrap_or_default();
+    if !host.eq_ignore_ascii_case(authority) {
+        return Err(ApiError::unauthorized(
+            "wrong_authority",
+            format!(
+                "the request is addressed to {host:?}, but this service is {authority:?}: \
+                 sign for the public address"
+            ),
+        ));
+    }
     let key = VerifyingKey::from_bytes(&device.public_key())
         .map_err(|_| bad("keyid is not a valid ed25519 public key".into()))?;
     let base = chosen
@@ -164,10 +184,16 @@ fn component(parts: &Parts, name: &str) -> Option<String> {
         "@path" => Some(parts.uri.path().to_owned()),
         "@query" => Some(format!("?{}", parts.uri.query().unwrap_or(""))),
         "@authority" => parts
-            .headers
-            .get("host")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_ascii_lowercase),
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_ascii_lowercase())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get("host")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_ascii_lowercase)
+            }),
         n if n.starts_with('@') => None,
         n => {
             let values: Vec<&str> = parts
@@ -199,8 +225,25 @@ struct SeenNonces {
 }
 
 impl NonceCache {
-    /// Records the nonce, refusing one already used by this device.
-    pub fn admit(&self, v: &Verified, now: DateTime<Utc>, window_s: u64) -> Result<(), ApiError> {
+    /// Nonces held now.
+    pub fn held(&self) -> usize {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .created
+            .len()
+    }
+
+    /// Records the nonce, refusing one already used by this device, and
+    /// refusing any (429) while `max_held` are held: memory stays bounded
+    /// however many devices sign.
+    pub fn admit(
+        &self,
+        v: &Verified,
+        now: DateTime<Utc>,
+        window_s: u64,
+        max_held: usize,
+    ) -> Result<(), ApiError> {
         let mut guard = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let SeenNonces {
             created: map,
@@ -223,6 +266,16 @@ impl NonceCache {
                     "nonce {:?} was already used: replayed requests are refused",
                     v.nonce
                 ),
+            ));
+        }
+        if map.len() >= max_held {
+            let wait = order
+                .front()
+                .map_or(1, |(t, _, _)| t.saturating_sub(horizon).max(1));
+            return Err(ApiError::too_many(
+                "busy",
+                format!("the server holds {max_held} recent nonces, its limit; retry later"),
+                u64::try_from(wait).unwrap_or(1),
             ));
         }
         map.insert(key.clone(), v.created);

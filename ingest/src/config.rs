@@ -8,6 +8,11 @@ use hexroad_wire::settings::{SettingError, require};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestConfig {
+    /// The `host[:port]` devices reach this service at. Every signature
+    /// must cover `@authority` with this value, so a request signed for one
+    /// deployment cannot be replayed against another. `hexroad serve` fills
+    /// it from `tiles.public_url` or the listen address when empty.
+    pub public_authority: String,
     /// Largest upload accepted (`Upload-Length`), in bytes.
     pub max_upload_bytes: u64,
     /// Largest JSON request body, in bytes.
@@ -34,6 +39,26 @@ pub struct IngestConfig {
     pub max_concurrent_patches: usize,
     /// Created-but-unfinished uploads a device may hold at once.
     pub max_open_uploads: usize,
+    /// Bytes a device's unfinished uploads may declare in all
+    /// (`Upload-Length` is reserved at creation).
+    pub max_device_staged_bytes: u64,
+    /// Bytes all unfinished uploads may declare in all.
+    pub max_staged_bytes: u64,
+    /// How long an unfinished upload is kept after its creation
+    /// (`Upload-Expires`); the sweeper removes it after that.
+    #[serde(with = "hexroad_wire::settings::duration_text")]
+    pub upload_expiry: Duration,
+    /// How long a `PATCH` body may go silent before the chunk is dropped
+    /// and the upload released for the device to resume.
+    #[serde(with = "hexroad_wire::settings::duration_text")]
+    pub body_idle_timeout: Duration,
+    /// How often expired and revoked staging and orphaned raw objects are
+    /// swept.
+    #[serde(with = "hexroad_wire::settings::duration_text")]
+    pub sweep_interval: Duration,
+    /// Nonces held against replays, all devices together; past this,
+    /// signed requests are refused (429) until old ones age out.
+    pub max_held_nonces: usize,
     /// The most one upload's media may hold.
     pub media: MediaLimits,
 }
@@ -100,6 +125,7 @@ impl MediaLimits {
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
+            public_authority: String::new(),
             max_upload_bytes: 4 << 30,
             max_json_bytes: 64 << 10,
             signature_max_age: Duration::from_secs(300),
@@ -111,6 +137,12 @@ impl Default for IngestConfig {
             registration_burst: 100.0,
             max_concurrent_patches: 4,
             max_open_uploads: 64,
+            max_device_staged_bytes: 16 << 30,
+            max_staged_bytes: 512 << 30,
+            upload_expiry: Duration::from_secs(3 * 86_400),
+            body_idle_timeout: Duration::from_secs(30),
+            sweep_interval: Duration::from_secs(600),
+            max_held_nonces: 1_000_000,
             media: MediaLimits::default(),
         }
     }
@@ -167,6 +199,41 @@ impl IngestConfig {
         require(
             self.registration_burst.is_finite() && self.registration_burst >= 1.0,
             "registration_burst",
+            "must be at least 1",
+        )?;
+        require(
+            !self.public_authority.contains(['/', ' ', '@']),
+            "public_authority",
+            "must be host[:port], without scheme or path",
+        )?;
+        require(
+            self.max_device_staged_bytes >= self.max_upload_bytes.min(self.max_staged_bytes),
+            "max_device_staged_bytes",
+            "must hold at least one upload of max_upload_bytes",
+        )?;
+        require(
+            self.max_staged_bytes >= self.max_device_staged_bytes,
+            "max_staged_bytes",
+            "must be at least max_device_staged_bytes",
+        )?;
+        require(
+            self.upload_expiry >= Duration::from_secs(60),
+            "upload_expiry",
+            "must be at least a minute",
+        )?;
+        require(
+            self.body_idle_timeout >= Duration::from_millis(100),
+            "body_idle_timeout",
+            "must be at least 100ms",
+        )?;
+        require(
+            self.sweep_interval >= Duration::from_secs(1),
+            "sweep_interval",
+            "must be at least a second",
+        )?;
+        require(
+            self.max_held_nonces >= 1,
+            "max_held_nonces",
             "must be at least 1",
         )?;
         let m = &self.media;

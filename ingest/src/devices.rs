@@ -143,6 +143,12 @@ pub async fn revoke(
     record.changed_at = (state.clock)();
     state.lake.record_device(&record).await?;
     info!(device_id = %record.device_id, "device revoked");
+    let device_id = record.device_id.clone();
     state.remember_device(record);
+    // A revoked key can never finish what it started.
+    let discarded = state.discard_staging(&device_id).await?;
+    if discarded > 0 {
+        info!(device_id = %device_id, discarded, "removed a revoked device's staging");
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -7,7 +7,7 @@ use chrono::Duration;
 use hexroad_lake::object_store::ObjectStoreExt;
 use hexroad_lake::object_store::path::Path as StorePath;
 use hexroad_lake::{CommitOutcome, Lake, UploadRecord, UploadStatus, UploadSummary};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::IngestConfig;
 use crate::tus::{Slot, Staging};
@@ -96,6 +96,9 @@ impl Finisher<'_> {
         let (gnss, telemetry) = match outcome {
             Ok(accepted) => {
                 let key = format!("raw/{}/{}", info.device_id, info.upload_id);
+                crate::sweep::mark_pending(self.lake.blobs().as_ref(), info.upload_id, &key)
+                    .await
+                    .map_err(FinishError::Raw)?;
                 crate::tus::put_file(
                     self.lake.blobs().as_ref(),
                     &StorePath::from(key.as_str()),
@@ -114,25 +117,37 @@ impl Finisher<'_> {
                 (Vec::new(), Vec::new())
             }
         };
+        let key = record.object_key.clone();
         let summary = match self.lake.commit_upload(record, &gnss, &telemetry).await? {
-            CommitOutcome::Committed(stored) => {
-                if stored.status == UploadStatus::Duplicate && !stored.object_key.is_empty() {
-                    // The first copy is kept; this one's blob adds nothing.
-                    let _ = self
-                        .lake
-                        .blobs()
-                        .delete(&StorePath::from(stored.object_key.as_str()))
-                        .await;
-                }
-                UploadSummary::from(&stored)
-            }
+            CommitOutcome::Committed(stored) => UploadSummary::from(&stored),
             CommitOutcome::AlreadyStored(existing) => existing,
         };
+        if !key.is_empty() {
+            self.settle_raw(&summary, info.upload_id, &key).await;
+        }
         let counts = Counts {
             points: gnss.len(),
             samples: telemetry.len(),
         };
         Ok((summary, counts))
+    }
+}
+
+impl Finisher<'_> {
+    /// Keeps the raw object just stored only if this upload was committed
+    /// as accepted; a copy of bytes stored before (same device: the same
+    /// upload sent twice; another device: a duplicate) is removed. Failing
+    /// that, the pending marker stays and the sweeper removes it later.
+    async fn settle_raw(&self, summary: &UploadSummary, id: hexroad_wire::UploadId, key: &str) {
+        let store = self.lake.blobs();
+        let ours = summary.upload_id == id && crate::sweep::keeps_raw(summary);
+        if !ours && let Err(e) = store.delete(&StorePath::from(key)).await {
+            warn!(upload_id = %id, error = %e, "could not remove a raw copy; the sweeper will");
+            return;
+        }
+        if let Err(e) = crate::sweep::clear_pending(store.as_ref(), id).await {
+            warn!(upload_id = %id, error = %e, "could not clear a pending marker");
+        }
     }
 }
 

@@ -20,6 +20,7 @@ mod limits;
 mod metrics;
 mod openapi;
 mod probe;
+mod sweep;
 mod tus;
 pub mod tus_headers;
 mod uploads;
@@ -28,6 +29,7 @@ mod validate;
 pub use app::{Ingest, app};
 pub use config::{IngestConfig, MediaLimits};
 pub use hexroad_http::ApiError;
+pub use sweep::Swept;
 pub use validate::Rejection;
 
 /// The clock the service reads; tests pass a fixed one.

@@ -55,7 +55,9 @@ impl Metrics {
     }
 
     /// The exposition text, with `open_uploads` as a gauge.
-    pub fn render(&self, open_uploads: usize) -> String {
+    /// The counters, then `gauges` as (name, help, value): what the service
+    /// holds right now.
+    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
         let map = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         for (name, help) in HELP {
@@ -68,11 +70,12 @@ impl Metrics {
                 }
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP hexroad_open_uploads Uploads created and not yet finished.\n\
-             # TYPE hexroad_open_uploads gauge\nhexroad_open_uploads {open_uploads}"
-        );
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
         out
     }
 }
@@ -92,7 +95,7 @@ mod tests {
             "hexroad_http_requests_total",
             &[("route", "a\"b"), ("status", "200")],
         );
-        let text = m.render(3);
+        let text = m.render(&[("hexroad_open_uploads", "Open.", 3.0)]);
         assert!(
             text.contains("hexroad_http_requests_total{route=\"a\\\"b\",status=\"200\"} 2"),
             "{text}"

@@ -91,7 +91,7 @@ pub fn document() -> Value {
         "info": {
             "title": "hexroad ingest",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Device registration and tus 1.0 resumable uploads, signed with RFC 9421 HTTP Message Signatures (ed25519). Every request except registration's key must be signed by a registered device; any signature label; keyid (the device id), created and nonce required; covered components must include @method and @path, plus content-digest for JSON bodies, upload-length and upload-metadata for creation, and upload-offset and upload-checksum (sha1 or sha256) for PATCH."
+            "description": "Device registration and tus 1.0 resumable uploads, signed with RFC 9421 HTTP Message Signatures (ed25519). Every request except registration's key must be signed by a registered device; any signature label; keyid (the device id), created and nonce required; covered components must include @method, @path and @authority (the service's public host[:port]), plus content-digest for JSON bodies, upload-length and upload-metadata for creation, and upload-offset and upload-checksum (sha1 or sha256) for PATCH."
         },
         "paths": {
             "/healthz": { "get": { "summary": "liveness", "responses": { "200": { "description": "ok" } } } },

@@ -6,7 +6,7 @@
 //! contiguous chunks present. `info.json` beside them records what the device
 //! declared when it created the upload.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -48,9 +48,13 @@ pub struct Slot {
 pub enum ChunkEnd {
     /// The whole body arrived and matched its checksum.
     Complete { received: u64 },
-    /// The connection was cut; what arrived is kept (it is verified with the
-    /// whole upload's sha256 at the end).
+    /// The connection was cut. What arrived cannot be checked against
+    /// `Upload-Checksum`, so none of it is kept: the device re-sends the
+    /// chunk from the offset HEAD reports.
     Cut { received: u64 },
+    /// The body went silent for longer than the idle limit; as with a cut,
+    /// nothing is kept and the upload is free for the device to resume.
+    Stalled { received: u64 },
     /// The body did not match `Upload-Checksum`; nothing was kept.
     ChecksumMismatch,
     /// The body ran past the declared `Upload-Length`; nothing was kept.
@@ -61,7 +65,33 @@ pub enum ChunkEnd {
 pub struct Staging {
     store: Arc<dyn ObjectStore>,
     slots: Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<Option<Slot>>>>>,
-    open: Mutex<HashMap<DeviceId, HashSet<UploadId>>>,
+    open: Mutex<Held>,
+}
+
+/// The unfinished uploads and the bytes they declared, by device.
+#[derive(Default)]
+struct Held {
+    by_device: HashMap<DeviceId, HashMap<UploadId, u64>>,
+    bytes: u64,
+}
+
+/// What unfinished uploads may hold, per device and in all.
+#[derive(Debug, Clone, Copy)]
+pub struct Quota {
+    pub max_open: usize,
+    pub max_device_bytes: u64,
+    pub max_total_bytes: u64,
+}
+
+/// Why a new upload was not staged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The device holds this many unfinished uploads already.
+    TooManyOpen(usize),
+    /// The device's unfinished uploads declare this many bytes already.
+    DeviceBytes(u64),
+    /// Staging as a whole is full.
+    TotalBytes,
 }
 
 fn dir(id: UploadId) -> Path {
@@ -82,50 +112,59 @@ impl Staging {
         let staging = Self {
             store,
             slots: Mutex::new(HashMap::new()),
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(Held::default()),
         };
-        let infos: Vec<_> = staging
-            .store
-            .list(Some(&Path::from("staging")))
-            .try_filter(|m| futures::future::ready(m.location.filename() == Some("info.json")))
-            .try_collect()
-            .await?;
-        for meta in infos {
-            let bytes = staging.store.get(&meta.location).await?.bytes().await?;
-            if let Ok(info) = serde_json::from_slice::<UploadInfo>(&bytes) {
-                staging.mark_open(&info.device_id, info.upload_id);
-            }
+        for info in staging.infos().await? {
+            let mut held = staging.open.lock().unwrap_or_else(|e| e.into_inner());
+            held.bytes += info.length;
+            held.by_device
+                .entry(info.device_id)
+                .or_default()
+                .insert(info.upload_id, info.length);
         }
         Ok(staging)
     }
 
-    fn mark_open(&self, device: &DeviceId, id: UploadId) {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.entry(device.clone()).or_default().insert(id);
+    /// Unfinished uploads in all, and the bytes they declared.
+    pub fn held(&self) -> (usize, u64) {
+        let held = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        (held.by_device.values().map(HashMap::len).sum(), held.bytes)
     }
 
-    /// Unfinished uploads this device holds.
-    pub fn open_count(&self, device: &DeviceId) -> usize {
-        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.get(device).map_or(0, HashSet::len)
+    /// This device's unfinished uploads.
+    pub fn open_uploads(&self, device: &DeviceId) -> Vec<UploadId> {
+        let held = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        held.by_device
+            .get(device)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
     }
 
-    /// Records a new upload if its device holds fewer than `limit`
-    /// unfinished ones; otherwise `Ok(Err(open))`. Counting and reserving
-    /// are one step under one lock, so concurrent creations cannot pass the
-    /// limit together.
+    /// Records a new upload if its device and staging as a whole have room
+    /// for it under `quota`, reserving its declared length. Counting and
+    /// reserving are one step under one lock, so concurrent creations
+    /// cannot pass a limit together.
     pub async fn create(
         &self,
         info: UploadInfo,
-        limit: usize,
-    ) -> object_store::Result<Result<(), usize>> {
+        quota: Quota,
+    ) -> object_store::Result<Result<(), Refusal>> {
         {
-            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-            let mine = open.entry(info.device_id.clone()).or_default();
-            if mine.len() >= limit {
-                return Ok(Err(mine.len()));
+            let mut guard = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            let held = &mut *guard;
+            let mine = held.by_device.entry(info.device_id.clone()).or_default();
+            let mine_bytes: u64 = mine.values().sum();
+            if mine.len() >= quota.max_open {
+                return Ok(Err(Refusal::TooManyOpen(mine.len())));
             }
-            mine.insert(info.upload_id);
+            if mine_bytes.saturating_add(info.length) > quota.max_device_bytes {
+                return Ok(Err(Refusal::DeviceBytes(mine_bytes)));
+            }
+            if held.bytes.saturating_add(info.length) > quota.max_total_bytes {
+                return Ok(Err(Refusal::TotalBytes));
+            }
+            mine.insert(info.upload_id, info.length);
+            held.bytes += info.length;
         }
         let json = serde_json::to_vec(&info).map_err(|e| object_store::Error::Generic {
             store: "staging",
@@ -147,9 +186,15 @@ impl Staging {
     }
 
     fn unmark(&self, device: &DeviceId, id: UploadId) {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(set) = open.get_mut(device) {
-            set.remove(&id);
+        let mut guard = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let held = &mut *guard;
+        if let Some(mine) = held.by_device.get_mut(device) {
+            if let Some(length) = mine.remove(&id) {
+                held.bytes = held.bytes.saturating_sub(length);
+            }
+            if mine.is_empty() {
+                held.by_device.remove(device);
+            }
         }
     }
 
@@ -167,11 +212,30 @@ impl Staging {
                     .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(None))),
             )
         };
-        let mut guard = cell.lock_owned().await;
+        let mut guard = Arc::clone(&cell).lock_owned().await;
         if guard.is_none() {
             *guard = self.load(id).await?;
         }
+        if guard.is_none() {
+            // No such upload: hold no lock for it, or every id a stranger
+            // asks about would stay in memory.
+            self.forget(id, &cell);
+        }
         Ok(guard)
+    }
+
+    /// Drops the lock cell of an upload that is gone. A request still
+    /// waiting on the old cell finds nothing staged, as a new one would.
+    fn forget(&self, id: UploadId, cell: &Arc<tokio::sync::Mutex<Option<Slot>>>) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.get(&id).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+            slots.remove(&id);
+        }
+    }
+
+    /// Lock cells held, for the metrics.
+    pub fn cells(&self) -> usize {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     async fn load(&self, id: UploadId) -> object_store::Result<Option<Slot>> {
@@ -206,12 +270,15 @@ impl Staging {
         Ok(chunks)
     }
 
-    /// Streams a `PATCH` body into a new chunk at `slot.offset`.
+    /// Streams a `PATCH` body into a new chunk at `slot.offset`, keeping
+    /// it only if the whole body arrived and matched `checksum`. A body
+    /// silent for `idle` ends as [`ChunkEnd::Stalled`].
     pub async fn write_chunk<S, E>(
         &self,
         slot: &mut Slot,
         body: S,
         checksum: ChunkChecksum,
+        idle: std::time::Duration,
     ) -> object_store::Result<ChunkEnd>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -223,8 +290,15 @@ impl Staging {
         let mut hasher = checksum.hasher();
         let mut received = 0u64;
         let mut body = body;
-        let mut cut = false;
-        while let Some(frame) = body.next().await {
+        loop {
+            let frame = match tokio::time::timeout(idle, body.next()).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(_) => {
+                    writer.abort().await?;
+                    return Ok(ChunkEnd::Stalled { received });
+                }
+            };
             match frame {
                 Ok(data) => {
                     received += data.len() as u64;
@@ -237,30 +311,46 @@ impl Staging {
                     writer.write(&data);
                 }
                 Err(_) => {
-                    cut = true;
-                    break;
+                    writer.abort().await?;
+                    return Ok(ChunkEnd::Cut { received });
                 }
             }
         }
         if received == 0 {
             writer.abort().await?;
-            return Ok(if cut {
-                ChunkEnd::Cut { received }
-            } else {
-                ChunkEnd::Complete { received }
-            });
+            return Ok(ChunkEnd::Complete { received });
         }
-        if !cut && !hasher.matches() {
+        if !hasher.matches() {
             writer.abort().await?;
             return Ok(ChunkEnd::ChecksumMismatch);
         }
         writer.finish().await?;
         slot.offset += received;
-        Ok(if cut {
-            ChunkEnd::Cut { received }
-        } else {
-            ChunkEnd::Complete { received }
-        })
+        Ok(ChunkEnd::Complete { received })
+    }
+
+    /// Every staged upload's declaration, as stored (for the sweeper).
+    pub async fn infos(&self) -> object_store::Result<Vec<UploadInfo>> {
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&Path::from("staging")))
+            .try_filter(|m| futures::future::ready(m.location.filename() == Some("info.json")))
+            .try_collect()
+            .await?;
+        let mut infos = Vec::with_capacity(metas.len());
+        for meta in metas {
+            match self.store.get(&meta.location).await {
+                Ok(got) => {
+                    if let Ok(info) = serde_json::from_slice(&got.bytes().await?) {
+                        infos.push(info);
+                    }
+                }
+                // Finished while listing.
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(infos)
     }
 
     /// Concatenates the chunks into a local file, returning it and the hex
@@ -311,6 +401,10 @@ impl Staging {
             Err(e) => return Err(e),
         }
         self.unmark(&info.device_id, id);
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
         Ok(())
     }
 }

@@ -13,12 +13,13 @@ use hexroad_wire::{UploadId, UploadKind};
 use tracing::{info, warn};
 
 use crate::ApiError;
+use crate::IngestConfig;
 use crate::app::Ingest;
 use crate::extract::{
     Bodiless, Chunk, ChunkHeaders, Creation, CreationHeaders, SignedDevice, TusResumable,
 };
 use crate::finish::Finisher;
-use crate::tus::{ChunkEnd, UploadInfo};
+use crate::tus::{ChunkEnd, Quota, Refusal, UploadInfo};
 use crate::tus_headers::CHECKSUM_ALGORITHMS;
 use crate::validate;
 
@@ -34,7 +35,7 @@ pub async fn options(State(state): State<Arc<Ingest>>) -> Response {
     h.insert("tus-version", HeaderValue::from_static("1.0.0"));
     h.insert(
         "tus-extension",
-        HeaderValue::from_static("creation,checksum,termination"),
+        HeaderValue::from_static("creation,checksum,termination,expiration"),
     );
     h.insert(
         "tus-checksum-algorithm",
@@ -105,24 +106,85 @@ pub async fn create(
         drive_id: metadata.get("drive_id").cloned(),
         created_at: (state.clock)(),
     };
-    let limit = state.config.max_open_uploads;
-    if let Err(open) = state.staging.create(info.clone(), limit).await? {
-        return Err(ApiError::too_many(
-            "too_many_open_uploads",
-            format!(
-                "device {} has {open} unfinished uploads; finish or terminate some (limit {limit})",
-                device.device_id
-            ),
-            5,
-        ));
+    let config = &state.config;
+    let quota = Quota {
+        max_open: config.max_open_uploads,
+        max_device_bytes: config.max_device_staged_bytes,
+        max_total_bytes: config.max_staged_bytes,
+    };
+    if let Err(refusal) = state.staging.create(info.clone(), quota).await? {
+        return Err(refused(&device.device_id, refusal, config));
     }
     info!(upload_id = %info.upload_id, device_id = %info.device_id, kind = kind.as_str(), length, "upload created");
     let mut response = StatusCode::CREATED.into_response();
     let h = response.headers_mut();
     no_store(h);
+    expires_header(h, &state, &info);
     let location = format!("/v1/uploads/{}", info.upload_id);
     h.insert(header::LOCATION, HeaderValue::from_str(&location)?);
     Ok(response)
+}
+
+/// Why staging had no room for a new upload, as an answer.
+fn refused(device: &hexroad_wire::DeviceId, refusal: Refusal, config: &IngestConfig) -> ApiError {
+    match refusal {
+        Refusal::TooManyOpen(open) => ApiError::too_many(
+            "too_many_open_uploads",
+            format!(
+                "device {device} has {open} unfinished uploads; finish or terminate some (limit {})",
+                config.max_open_uploads
+            ),
+            5,
+        ),
+        Refusal::DeviceBytes(held) => ApiError::too_many(
+            "device_quota",
+            format!(
+                "device {device}'s unfinished uploads declare {held} bytes; this one would pass \
+                 the limit of {} bytes: finish or terminate some",
+                config.max_device_staged_bytes
+            ),
+            5,
+        ),
+        Refusal::TotalBytes => ApiError::unavailable(
+            "staging_full",
+            "the server holds as many unfinished uploads as it can; retry later",
+            60,
+        ),
+    }
+}
+
+/// tus `Upload-Expires`, an RFC 9110 HTTP date.
+fn expires_header(h: &mut HeaderMap, state: &Ingest, info: &UploadInfo) {
+    let date = state.expires_at(info).format("%a, %d %b %Y %H:%M:%S GMT");
+    if let Ok(v) = HeaderValue::from_str(&date.to_string()) {
+        h.insert("upload-expires", v);
+    }
+}
+
+/// An upload past its `Upload-Expires` is gone, whether or not the sweeper
+/// has reached it yet.
+async fn expire_if_due(
+    state: &Ingest,
+    guard: &mut Option<crate::tus::Slot>,
+) -> Result<(), ApiError> {
+    let Some(slot) = guard.as_ref() else {
+        return Ok(());
+    };
+    if (state.clock)() < state.expires_at(&slot.info) {
+        return Ok(());
+    }
+    let info = slot.info.clone();
+    state.staging.remove(&info).await?;
+    *guard = None;
+    Err(ApiError::new(
+        StatusCode::GONE,
+        "upload_expired",
+        format!(
+            "upload {} expired at {}; create it again",
+            info.upload_id,
+            state.expires_at(&info).to_rfc3339()
+        ),
+    ))
 }
 
 fn parse_upload_id(id: &str) -> Result<UploadId, ApiError> {
@@ -180,7 +242,13 @@ pub async fn head(
         finished_headers(response.headers_mut(), &summary);
         return Ok(response);
     }
-    let guard = state.staging.lock(id).await?;
+    let mut guard = state.staging.lock(id).await?;
+    if guard
+        .as_ref()
+        .is_some_and(|s| s.info.device_id == device.device_id)
+    {
+        expire_if_due(&state, &mut guard).await?;
+    }
     let Some(slot) = guard
         .as_ref()
         .filter(|s| s.info.device_id == device.device_id)
@@ -192,6 +260,7 @@ pub async fn head(
     no_store(h);
     h.insert("upload-offset", HeaderValue::from(slot.offset));
     h.insert("upload-length", HeaderValue::from(slot.info.length));
+    expires_header(h, &state, &slot.info);
     Ok(response)
 }
 
@@ -225,6 +294,12 @@ pub async fn patch(
         return finished(summary);
     }
     let mut guard = state.staging.lock(id).await?;
+    if guard
+        .as_ref()
+        .is_some_and(|s| s.info.device_id == device.device_id)
+    {
+        expire_if_due(&state, &mut guard).await?;
+    }
     let Some(slot) = guard.as_mut() else {
         // Finished while this request waited for the lock?
         return match state.lake.upload_summary(id) {
@@ -246,7 +321,11 @@ pub async fn patch(
         ));
     }
     let stream = Body::into_data_stream(body);
-    let end = state.staging.write_chunk(slot, stream, checksum).await?;
+    let idle = state.config.body_idle_timeout;
+    let end = state
+        .staging
+        .write_chunk(slot, stream, checksum, idle)
+        .await?;
     match end {
         ChunkEnd::TooLong => {
             return Err(ApiError::new(
@@ -263,13 +342,23 @@ pub async fn patch(
             ));
         }
         ChunkEnd::Cut { received } => {
-            state
-                .metrics
-                .add("hexroad_upload_bytes_received_total", &[], received as f64);
-            warn!(upload_id = %id, received, offset = slot.offset, "upload body cut; kept what arrived");
+            warn!(upload_id = %id, received, offset = slot.offset, "upload body cut; dropped the unverifiable chunk");
             return Err(ApiError::bad_request(
                 "body_cut",
-                "the request body ended early; HEAD for the offset and resume",
+                "the request body ended early and could not be checked against \
+                 Upload-Checksum, so none of it was kept; HEAD for the offset and resume",
+            ));
+        }
+        ChunkEnd::Stalled { received } => {
+            warn!(upload_id = %id, received, offset = slot.offset, "upload body went silent; dropped the chunk");
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_stalled",
+                format!(
+                    "the request body sent nothing for {} s; nothing of it was kept; \
+                     HEAD for the offset and resume",
+                    idle.as_secs_f64()
+                ),
             ));
         }
         ChunkEnd::Complete { received } => {
@@ -283,6 +372,7 @@ pub async fn patch(
         let h = response.headers_mut();
         no_store(h);
         h.insert("upload-offset", HeaderValue::from(slot.offset));
+        expires_header(h, &state, &slot.info);
         return Ok(response);
     }
     let finisher = Finisher {

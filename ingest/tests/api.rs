@@ -2,280 +2,16 @@
 //! Each bad input gets its status and a JSON body naming the problem, and
 //! nothing already stored is touched.
 
-use std::sync::Arc;
+mod support;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{Duration, Utc};
-use ed25519_dalek::{Signer, SigningKey};
-use hexroad_ingest::{Ingest, IngestConfig, app, system_clock};
-use hexroad_lake::Lake;
-use hexroad_wire::signature::{self, SignatureParams};
+use hexroad_ingest::IngestConfig;
 use hexroad_wire::track;
-use hexroad_wire::{DeviceId, GnssPoint};
 use reqwest::{Method, StatusCode};
 use sha2::{Digest, Sha256};
-
-struct Server {
-    base: String,
-    lake: Arc<Lake>,
-    _dir: tempfile::TempDir,
-}
-
-async fn start(config: IngestConfig) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Arc::new(
-        Lake::open(&dir.path().join("data").to_string_lossy())
-            .await
-            .unwrap(),
-    );
-    let scratch = dir.path().join("scratch");
-    std::fs::create_dir(&scratch).unwrap();
-    let state = Ingest::open(Arc::clone(&lake), config, system_clock(), scratch)
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app(state)).await });
-    Server {
-        base: format!("http://{addr}"),
-        lake,
-        _dir: dir,
-    }
-}
-
-struct Device {
-    key: SigningKey,
-    id: DeviceId,
-}
-
-impl Device {
-    fn new(seed: u8) -> Self {
-        let key = SigningKey::from_bytes(&[seed; 32]);
-        let id = DeviceId::from_public_key(key.verifying_key().as_bytes());
-        Self { key, id }
-    }
-
-    /// Signature headers over @method, @path and the given headers.
-    fn sign(
-        &self,
-        method: &str,
-        path: &str,
-        covered: &[(&str, String)],
-        nonce: &str,
-    ) -> Vec<(String, String)> {
-        let mut components = vec!["@method".to_owned(), "@path".to_owned()];
-        components.extend(covered.iter().map(|(n, _)| (*n).to_owned()));
-        let params = SignatureParams {
-            components,
-            created: Utc::now().timestamp(),
-            nonce: nonce.to_owned(),
-            keyid: self.id.to_string(),
-            alg: "ed25519".into(),
-        };
-        let base = signature::signature_base(&params, |c| match c {
-            "@method" => Some(method.to_owned()),
-            "@path" => Some(path.to_owned()),
-            n => covered
-                .iter()
-                .find(|(h, _)| *h == n)
-                .map(|(_, v)| v.clone()),
-        })
-        .unwrap();
-        let sig = self.key.sign(base.as_bytes());
-        vec![
-            ("signature-input".into(), params.header_value().unwrap()),
-            (
-                "signature".into(),
-                signature::signature_header(&sig.to_bytes()),
-            ),
-        ]
-    }
-}
-
-fn nonce() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    json: serde_json::Value,
-}
-
-async fn send(
-    base: &str,
-    method: Method,
-    path: &str,
-    headers: &[(String, String)],
-    body: Vec<u8>,
-) -> Reply {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{base}{path}"))
-        .header("tus-resumable", "1.0.0");
-    for (n, v) in headers {
-        req = req.header(n.as_str(), v.as_str());
-    }
-    let resp = req.body(body).send().await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.unwrap();
-    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-    Reply {
-        status,
-        headers,
-        json,
-    }
-}
-
-/// A signed request from `device` covering `covered` (sent as headers too).
-async fn signed(
-    s: &Server,
-    device: &Device,
-    method: Method,
-    path: &str,
-    covered: &[(&str, String)],
-    body: Vec<u8>,
-) -> Reply {
-    let headers = signed_headers(device, method.as_str(), path, covered, &nonce());
-    send(&s.base, method, path, &headers, body).await
-}
-
-/// The covered headers and the signature over them, with `nonce`.
-fn signed_headers(
-    device: &Device,
-    method: &str,
-    path: &str,
-    covered: &[(&str, String)],
-    nonce: &str,
-) -> Vec<(String, String)> {
-    let mut headers: Vec<(String, String)> = covered
-        .iter()
-        .map(|(n, v)| ((*n).to_owned(), v.clone()))
-        .collect();
-    headers.extend(device.sign(method, path, covered, nonce));
-    headers
-}
-
-async fn register(s: &Server, device: &Device) -> Reply {
-    let body = serde_json::to_vec(&serde_json::json!({
-        "public_key": device.id, "contributor_id": "alice", "make": "test", "model": "t1"
-    }))
-    .unwrap();
-    let digest = signature::content_digest(&Sha256::digest(&body));
-    signed(
-        s,
-        device,
-        Method::POST,
-        "/v1/devices",
-        &[("content-digest", digest)],
-        body,
-    )
-    .await
-}
-
-fn metadata(kind: &str, format: &str, data: &[u8]) -> String {
-    let sha = hex::encode(Sha256::digest(data));
-    [
-        ("kind", kind),
-        ("format", format),
-        ("sha256", sha.as_str()),
-        ("drive_id", "d1"),
-    ]
-    .iter()
-    .map(|(k, v)| format!("{k} {}", STANDARD.encode(v)))
-    .collect::<Vec<_>>()
-    .join(",")
-}
-
-async fn create(s: &Server, d: &Device, length: usize, meta: String) -> Reply {
-    signed(
-        s,
-        d,
-        Method::POST,
-        "/v1/uploads",
-        &[
-            ("upload-length", length.to_string()),
-            ("upload-metadata", meta),
-        ],
-        Vec::new(),
-    )
-    .await
-}
-
-async fn patch(s: &Server, d: &Device, location: &str, offset: u64, body: &[u8]) -> Reply {
-    let checksum = format!("sha256 {}", STANDARD.encode(Sha256::digest(body)));
-    signed(
-        s,
-        d,
-        Method::PATCH,
-        location,
-        &[
-            ("upload-offset", offset.to_string()),
-            ("upload-checksum", checksum),
-            ("content-type", "application/offset+octet-stream".into()),
-        ],
-        body.to_vec(),
-    )
-    .await
-}
-
-/// Uploads `data` whole and returns the final PATCH's reply.
-async fn upload(s: &Server, d: &Device, kind: &str, format: &str, data: &[u8]) -> Reply {
-    upload_declaring(s, d, kind, format, data, metadata(kind, format, data)).await
-}
-
-async fn upload_declaring(
-    s: &Server,
-    d: &Device,
-    kind: &str,
-    format: &str,
-    data: &[u8],
-    meta: String,
-) -> Reply {
-    let _ = (kind, format);
-    let created = create(s, d, data.len(), meta).await;
-    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.json);
-    let location = created.headers["location"].to_str().unwrap().to_owned();
-    patch(s, d, &location, 0, data).await
-}
-
-fn track_points(start: chrono::DateTime<Utc>, lat: f64, lon: f64, n: usize) -> Vec<GnssPoint> {
-    (0..n)
-        .map(|i| GnssPoint {
-            ts: start + Duration::seconds(i as i64),
-            lat: lat + i as f64 * 5e-5,
-            lon,
-            alt: Some(10.0),
-            speed: Some(5.5),
-            heading: Some(0.0),
-            hdop: Some(0.9),
-        })
-        .collect()
-}
-
-fn gpx(lat: f64, lon: f64, start: chrono::DateTime<Utc>) -> Vec<u8> {
-    track::write_gpx(&track_points(start, lat, lon, 20), "test").into_bytes()
-}
-
-async fn count(s: &Server, sql: &str) -> i64 {
-    let out = s.lake.query(sql).await.unwrap();
-    let col = out.batches[0].column(0);
-    col.as_any()
-        .downcast_ref::<hexroad_lake::arrow::array::Int64Array>()
-        .unwrap()
-        .value(0)
-}
-
-fn assert_error(r: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(r.status, status, "{:?}", r.json);
-    assert_eq!(r.json["error"], code, "{:?}", r.json);
-    assert!(
-        r.json["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{:?}",
-        r.json
-    );
-}
+use support::*;
 
 #[tokio::test]
 async fn a_registered_device_uploads_a_track_into_the_tables() {
@@ -371,7 +107,7 @@ async fn a_bad_signature_is_refused() {
         ("upload-length", "10".to_owned()),
         ("upload-metadata", metadata("gnss", "gpx", b"x")),
     ];
-    let mut headers = signed_headers(&d, "POST", "/v1/uploads", &covered, &nonce());
+    let mut headers = signed_headers(&s, &d, "POST", "/v1/uploads", &covered, &nonce());
     // Tamper with a covered header after signing.
     headers[0].1 = "11".into();
     let r = send(&s.base, Method::POST, "/v1/uploads", &headers, Vec::new()).await;
@@ -388,7 +124,7 @@ async fn a_replayed_request_is_refused() {
         ("upload-length", data.len().to_string()),
         ("upload-metadata", metadata("gnss", "gpx", &data)),
     ];
-    let headers = signed_headers(&d, "POST", "/v1/uploads", &covered, "the-same-nonce");
+    let headers = signed_headers(&s, &d, "POST", "/v1/uploads", &covered, "the-same-nonce");
     let first = send(&s.base, Method::POST, "/v1/uploads", &headers, Vec::new()).await;
     assert_eq!(first.status, StatusCode::CREATED);
     let replay = send(&s.base, Method::POST, "/v1/uploads", &headers, Vec::new()).await;
@@ -752,7 +488,7 @@ async fn a_huge_nonce_is_refused() {
         ("upload-length", data.len().to_string()),
         ("upload-metadata", metadata("gnss", "gpx", &data)),
     ];
-    let headers = signed_headers(&d, "POST", "/v1/uploads", &covered, &"n".repeat(65));
+    let headers = signed_headers(&s, &d, "POST", "/v1/uploads", &covered, &"n".repeat(65));
     let r = send(&s.base, Method::POST, "/v1/uploads", &headers, Vec::new()).await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "bad_signature");
     assert!(r.json["message"].as_str().unwrap().contains("64 bytes"));

@@ -394,6 +394,8 @@ impl Lake {
             }
             record.status = UploadStatus::Duplicate;
             record.duplicate_of = Some(first.upload_id);
+            // Its bytes are the first upload's; the copy is not kept.
+            record.object_key.clear();
             record.reject_reason = Some(format!(
                 "duplicate_content: the same bytes were uploaded as {} by device {}",
                 first.upload_id, first.device_id

@@ -135,7 +135,7 @@ def signed_upload(data, drive):
         return {"status": r.status_code, **(r.json() if r.content else {})}
 
     # Refused: a signature that leaves out the headers the server needs covered.
-    out["wrong_components"] = refusal(patch(("@method", "@path")))
+    out["wrong_components"] = refusal(patch(("@method", "@path", "@authority")))
     # Refused: a covered header altered after signing.
     out["tampered"] = refusal(patch(COVER["PATCH"], tamper=True))
     head = SESSION.send(sign(requests.Request("HEAD", url, headers={
