@@ -47,7 +47,8 @@ pub async fn run(args: Args) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
     let addr = listener.local_addr()?;
-    let sql = settings.sql.service();
+    let scratch = settings.scratch_dir()?;
+    let sql = settings.sql.service(&scratch)?;
     let flight_listener = if settings.sql.flight_listen.is_empty() {
         None
     } else {
@@ -68,7 +69,6 @@ pub async fn run(args: Args) -> Result<()> {
             );
         }
     }
-    let scratch = settings.scratch_dir()?;
     let mut ingest_config = settings.ingest.clone();
     if ingest_config.public_authority.is_empty() {
         ingest_config.public_authority = public_authority(&settings.tiles.public_url, addr)?;

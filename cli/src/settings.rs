@@ -46,6 +46,14 @@ pub struct SqlSettings {
     pub timeout: Duration,
     /// Memory for a query's joins, sorts and aggregations, MiB.
     pub memory_mib: usize,
+    /// The most one answer may hold, MiB (413 `result_too_large` past it).
+    pub max_result_mib: usize,
+    /// The most one query may spill to disk (under the scratch folder), MiB.
+    pub max_spill_mib: u64,
+    /// Queries run at once, both transports together (429 past it).
+    pub max_concurrent_queries: usize,
+    /// Threads queries run on, apart from those serving uploads.
+    pub threads: usize,
 }
 
 impl Default for SqlSettings {
@@ -55,6 +63,10 @@ impl Default for SqlSettings {
             token: None,
             timeout: Duration::from_secs(60),
             memory_mib: 1024,
+            max_result_mib: 64,
+            max_spill_mib: 4096,
+            max_concurrent_queries: 2,
+            threads: 2,
         }
     }
 }
@@ -68,17 +80,42 @@ impl SqlSettings {
             "token",
             "must be at least 16 characters",
         )?;
-        require(self.memory_mib > 0, "memory_mib", "must be positive")
+        require(self.memory_mib > 0, "memory_mib", "must be positive")?;
+        require(
+            self.max_result_mib > 0,
+            "max_result_mib",
+            "must be positive",
+        )?;
+        require(
+            self.max_concurrent_queries > 0,
+            "max_concurrent_queries",
+            "must be at least 1",
+        )?;
+        require(self.threads > 0, "threads", "must be at least 1")
     }
 
-    pub fn service(&self) -> hexroad_sql::http::SqlService {
-        hexroad_sql::http::SqlService {
-            limits: hexroad_lake::QueryLimits {
-                timeout: self.timeout,
-                memory_bytes: self.memory_mib.saturating_mul(1 << 20),
-            },
-            token: self.token.clone(),
+    /// What one query may use, spilling under `scratch`.
+    pub fn limits(&self, scratch: Option<std::path::PathBuf>) -> hexroad_lake::QueryLimits {
+        hexroad_lake::QueryLimits {
+            timeout: self.timeout,
+            memory_bytes: self.memory_mib.saturating_mul(1 << 20),
+            max_result_bytes: self.max_result_mib.saturating_mul(1 << 20),
+            spill_dir: scratch,
+            max_spill_bytes: self.max_spill_mib.saturating_mul(1 << 20),
         }
+    }
+
+    /// The SQL service, with its own query runtime.
+    pub fn service(&self, scratch: &std::path::Path) -> Result<hexroad_sql::http::SqlService> {
+        let spill = scratch.join("sql-spill");
+        std::fs::create_dir_all(&spill)
+            .with_context(|| format!("creating the SQL spill folder {}", spill.display()))?;
+        Ok(hexroad_sql::http::SqlService {
+            limits: self.limits(Some(spill)),
+            token: self.token.clone(),
+            pool: hexroad_sql::QueryPool::new(self.max_concurrent_queries, self.threads)
+                .context("starting the SQL query runtime")?,
+        })
     }
 }
 

@@ -44,7 +44,7 @@ enum Target {
 impl Target {
     async fn run(&self, query: &str) -> Result<Vec<RecordBatch>> {
         match self {
-            Self::Local(lake, limits) => Ok(lake.query_read_only(query, *limits).await?.batches),
+            Self::Local(lake, limits) => Ok(lake.query_read_only(query, limits).await?.batches),
             Self::Server { http, url, token } => {
                 let mut req = http
                     .post(url)
@@ -90,9 +90,12 @@ pub async fn run(args: Args) -> Result<()> {
                     .await
                     .with_context(|| format!("opening data location {}", args.data))?,
             ),
+            // The operator's own machine: no cap on the answer's size.
             QueryLimits {
                 timeout: args.timeout,
                 memory_bytes: args.memory_mib.saturating_mul(1 << 20),
+                max_result_bytes: usize::MAX,
+                ..QueryLimits::default()
             },
         ),
     };

@@ -122,7 +122,7 @@ fn the_map_shows_what_sql_reports_exports_the_same_tiles_and_draws_in_a_browser(
     // The web map in headless Chromium (Debian's), MapLibre from npm.
     let (status, _, page) = get(&format!("{}/", server.base));
     assert_eq!(status, 200);
-    assert!(String::from_utf8_lossy(&page).contains("/map/maplibre-gl.mjs"));
+    assert!(String::from_utf8_lossy(&page).contains("/map/app.js"));
     let (status, _, _) = get(&format!("{}/map/maplibre-gl.mjs", server.base));
     assert_eq!(status, 200, "MapLibre is served (scripts/setup fetches it)");
     let screenshot = dir.path().join("map.png");

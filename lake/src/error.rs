@@ -39,6 +39,12 @@ pub enum Error {
     #[error("the query ran longer than its limit of {limit_s} s and was stopped")]
     QueryTimeout { limit_s: f64 },
 
+    /// A query's answer grew past what one answer may hold.
+    #[error(
+        "the answer holds more than its limit of {limit_bytes} bytes: select fewer rows or columns, or aggregate"
+    )]
+    ResultTooLarge { limit_bytes: usize },
+
     /// A coordinate cannot be placed on the H3 grid.
     #[error(transparent)]
     Grid(#[from] hexroad_wire::grid::GridError),

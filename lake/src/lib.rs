@@ -35,7 +35,9 @@ pub use reads::map::{CoverageCell, FramePoint, TrackFix};
 pub use reads::vision::{PendingUpload, PublishedHash};
 pub use reads::{BoundingBox, Snapshot};
 pub use schema::TableName;
-pub use sql::{OutputFormat, QueryLimits, QueryOutput, Refusal, render_batches};
+pub use sql::{
+    OutputFormat, QueryLimits, QueryOutput, Refusal, render_batches, render_batches_within,
+};
 pub use store::{CommitOutcome, Lake, UploadSummary, root_url};
 
 /// The store crates, as `lake` uses them, so every crate names one version.

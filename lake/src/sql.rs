@@ -48,11 +48,19 @@ impl QueryOutput {
 }
 
 /// What one query from outside may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryLimits {
     pub timeout: std::time::Duration,
     /// Memory for joins, sorts and aggregations (DataFusion's memory pool).
     pub memory_bytes: usize,
+    /// The most the answer may hold, counted in Arrow memory as it is
+    /// produced (and again when rendered as text).
+    pub max_result_bytes: usize,
+    /// Where a query spills what does not fit in `memory_bytes`; `None`:
+    /// the system's temporary folder.
+    pub spill_dir: Option<std::path::PathBuf>,
+    /// The most one query may spill.
+    pub max_spill_bytes: u64,
 }
 
 impl Default for QueryLimits {
@@ -60,6 +68,9 @@ impl Default for QueryLimits {
         Self {
             timeout: std::time::Duration::from_secs(60),
             memory_bytes: 1 << 30,
+            max_result_bytes: 64 << 20,
+            spill_dir: None,
+            max_spill_bytes: 4 << 30,
         }
     }
 }
@@ -77,11 +88,25 @@ impl Lake {
 
     /// Runs one query from outside (an analyst, the HTTP API, Flight SQL):
     /// read-only (no DDL, DML or `SET`), within `limits`' time and memory.
-    pub async fn query_read_only(&self, sql: &str, limits: QueryLimits) -> Result<QueryOutput> {
+    /// The answer is counted as it streams in and refused once it passes
+    /// `limits.max_result_bytes`, before it is all held.
+    pub async fn query_read_only(&self, sql: &str, limits: &QueryLimits) -> Result<QueryOutput> {
+        use futures::StreamExt;
         within(limits, async {
             let frame = self.plan_read_only(sql, limits).await?;
             let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
-            let batches = frame.collect().await?;
+            let mut stream = frame.execute_stream().await?;
+            let (mut batches, mut held) = (Vec::new(), 0usize);
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                held = held.saturating_add(batch.get_array_memory_size());
+                if held > limits.max_result_bytes {
+                    return Err(Error::ResultTooLarge {
+                        limit_bytes: limits.max_result_bytes,
+                    });
+                }
+                batches.push(batch);
+            }
             Ok(QueryOutput { schema, batches })
         })
         .await
@@ -89,7 +114,7 @@ impl Lake {
 
     /// The schema a query from outside would answer with, without running
     /// it; refuses what [`Lake::query_read_only`] refuses.
-    pub async fn schema_read_only(&self, sql: &str, limits: QueryLimits) -> Result<SchemaRef> {
+    pub async fn schema_read_only(&self, sql: &str, limits: &QueryLimits) -> Result<SchemaRef> {
         within(limits, async {
             let frame = self.plan_read_only(sql, limits).await?;
             Ok(std::sync::Arc::new(frame.schema().as_arrow().clone()))
@@ -98,8 +123,9 @@ impl Lake {
     }
 
     /// Parses and plans a query from outside in a session of its own whose
-    /// memory pool is `limits.memory_bytes`.
-    async fn plan_read_only(&self, sql: &str, limits: QueryLimits) -> Result<DataFrame> {
+    /// memory pool is `limits.memory_bytes`, spilling at most
+    /// `limits.max_spill_bytes` into `limits.spill_dir`.
+    async fn plan_read_only(&self, sql: &str, limits: &QueryLimits) -> Result<DataFrame> {
         use deltalake::datafusion::execution::SessionStateBuilder;
         use deltalake::datafusion::execution::memory_pool::FairSpillPool;
         use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -129,9 +155,13 @@ impl Lake {
                 "{first} is not allowed: only SELECT (and EXPLAIN) queries run here"
             )));
         }
-        let runtime = RuntimeEnvBuilder::new()
+        let mut runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(std::sync::Arc::new(FairSpillPool::new(limits.memory_bytes)))
-            .build_arc()?;
+            .with_max_temp_directory_size(limits.max_spill_bytes);
+        if let Some(dir) = &limits.spill_dir {
+            runtime = runtime.with_temp_file_path(dir);
+        }
+        let runtime = runtime.build_arc()?;
         let state = SessionStateBuilder::new()
             .with_config(SessionConfig::new())
             .with_runtime_env(runtime)
@@ -149,7 +179,7 @@ impl Lake {
 }
 
 /// `work`, stopped with [`Error::QueryTimeout`] at `limits.timeout`.
-async fn within<T>(limits: QueryLimits, work: impl Future<Output = Result<T>>) -> Result<T> {
+async fn within<T>(limits: &QueryLimits, work: impl Future<Output = Result<T>>) -> Result<T> {
     match tokio::time::timeout(limits.timeout, work).await {
         Ok(done) => done,
         Err(_) => Err(Error::QueryTimeout {
@@ -167,6 +197,8 @@ pub enum Refusal {
     Timeout,
     /// Past its memory limit.
     MemoryLimit,
+    /// The answer would hold more than an answer may.
+    ResultTooLarge,
     /// The query is wrong: syntax, names, types.
     BadQuery,
     /// Not the query's fault: the server's log says more.
@@ -180,6 +212,7 @@ impl Refusal {
             Self::ReadOnly => "read_only",
             Self::Timeout => "query_timeout",
             Self::MemoryLimit => "memory_limit",
+            Self::ResultTooLarge => "result_too_large",
             Self::BadQuery => "bad_query",
             Self::Internal => "internal",
         }
@@ -192,6 +225,7 @@ impl Error {
         match self {
             Error::ReadOnly(_) => Refusal::ReadOnly,
             Error::QueryTimeout { .. } => Refusal::Timeout,
+            Error::ResultTooLarge { .. } => Refusal::ResultTooLarge,
             Error::Query(e) if is_resources_exhausted(e) => Refusal::MemoryLimit,
             Error::Query(_) => Refusal::BadQuery,
             _ => Refusal::Internal,
@@ -220,33 +254,84 @@ fn is_resources_exhausted(e: &deltalake::datafusion::error::DataFusionError) -> 
 
 /// Renders batches in `format`; the text ends with a newline.
 pub fn render_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<String> {
-    let mut out = Vec::new();
+    render_batches_within(batches, format, usize::MAX)
+}
+
+/// Renders batches in `format`, refusing once the text passes `max_bytes`
+/// (text can be several times the Arrow size the answer was counted in).
+pub fn render_batches_within(
+    batches: &[RecordBatch],
+    format: OutputFormat,
+    max_bytes: usize,
+) -> Result<String> {
+    let mut out = Bounded {
+        bytes: Vec::new(),
+        max: max_bytes,
+        over: false,
+    };
+    let written = write_batches(batches, format, &mut out);
+    if out.over {
+        return Err(Error::ResultTooLarge {
+            limit_bytes: max_bytes,
+        });
+    }
+    written?;
+    let mut out = out.bytes;
+    if format == OutputFormat::Json && out.is_empty() {
+        out.extend_from_slice(b"[]");
+    }
+    if format != OutputFormat::Csv {
+        out.push(b'\n');
+    }
+    String::from_utf8(out)
+        .map_err(|e| Error::Internal(format!("rendered output is not UTF-8: {e}")))
+}
+
+fn write_batches(batches: &[RecordBatch], format: OutputFormat, out: &mut Bounded) -> Result<()> {
+    use std::io::Write;
     match format {
         OutputFormat::Table => {
             let table = pretty_format_batches(batches)?;
-            out.extend_from_slice(table.to_string().as_bytes());
-            out.push(b'\n');
+            write!(out, "{table}")
+                .map_err(|e| Error::Internal(format!("rendering a table: {e}")))?;
         }
         OutputFormat::Csv => {
             let mut writer = deltalake::arrow::csv::WriterBuilder::new()
                 .with_header(true)
-                .build(&mut out);
+                .build(out);
             for batch in batches {
                 writer.write(batch)?;
             }
         }
         OutputFormat::Json => {
-            let mut writer = deltalake::arrow::json::ArrayWriter::new(&mut out);
+            let mut writer = deltalake::arrow::json::ArrayWriter::new(out);
             for batch in batches {
                 writer.write(batch)?;
             }
             writer.finish()?;
-            if out.is_empty() {
-                out.extend_from_slice(b"[]");
-            }
-            out.push(b'\n');
         }
     }
-    String::from_utf8(out)
-        .map_err(|e| Error::Internal(format!("rendered output is not UTF-8: {e}")))
+    Ok(())
+}
+
+/// Text being rendered, refusing writes past `max` bytes.
+struct Bounded {
+    bytes: Vec<u8>,
+    max: usize,
+    over: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len().saturating_add(buf.len()) > self.max {
+            self.over = true;
+            return Err(std::io::Error::other("the answer passed its size limit"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -117,16 +117,18 @@ impl FlightSql {
 
     async fn schema_of(&self, sql: &str) -> Result<SchemaRef, Status> {
         self.lake
-            .schema_read_only(sql, self.service.limits)
+            .schema_read_only(sql, &self.service.limits)
             .await
             .map_err(|e| status(&e))
     }
 
     async fn answer(&self, sql: &str) -> Result<Response<DoGetStream>, Status> {
         let output = self
-            .lake
-            .query_read_only(sql, self.service.limits)
+            .service
+            .pool
+            .query(&self.lake, sql, &self.service.limits)
             .await
+            .map_err(|busy| Status::resource_exhausted(format!("too_many_queries: {busy}")))?
             .map_err(|e| status(&e))?;
         Ok(stream_batches(output.schema, output.batches))
     }
@@ -181,7 +183,7 @@ pub fn status(e: &Error) -> Status {
     match refusal {
         Refusal::ReadOnly => Status::permission_denied(message),
         Refusal::Timeout => Status::deadline_exceeded(message),
-        Refusal::MemoryLimit => Status::resource_exhausted(message),
+        Refusal::MemoryLimit | Refusal::ResultTooLarge => Status::resource_exhausted(message),
         Refusal::BadQuery => Status::invalid_argument(message),
         Refusal::Internal => {
             tracing::error!(error = %e.full_message(), "Flight SQL");

@@ -14,14 +14,16 @@ use axum::routing::post;
 use serde::Deserialize;
 
 use hexroad_http::ApiError;
-use hexroad_lake::{Error, Lake, OutputFormat, QueryLimits, Refusal, render_batches};
+use hexroad_lake::{Error, Lake, OutputFormat, QueryLimits, Refusal, render_batches_within};
 
-/// Who may query, and within what.
-#[derive(Debug, Clone, Default)]
+/// Who may query, within what, and where queries run.
+#[derive(Clone)]
 pub struct SqlService {
     pub limits: QueryLimits,
     /// When set, requests must carry `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Shared by both transports: the concurrent-query limit is one limit.
+    pub pool: crate::QueryPool,
 }
 
 impl SqlService {
@@ -114,13 +116,18 @@ async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_owned();
+    let limits = &shared.service.limits;
     let output = match shared
-        .lake
-        .query_read_only(&query, shared.service.limits)
+        .service
+        .pool
+        .query(&shared.lake, &query, limits)
         .await
     {
-        Ok(o) => o,
-        Err(e) => return query_error(&e),
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => return query_error(&e),
+        Err(busy) => {
+            return ApiError::too_many("too_many_queries", busy.to_string(), 1).into_response();
+        }
     };
     if accept.contains("application/vnd.apache.arrow.stream") {
         let schema = Arc::clone(&output.schema);
@@ -146,7 +153,8 @@ async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     } else {
         (OutputFormat::Json, "application/json")
     };
-    match render_batches(&output.batches, format) {
+    match render_batches_within(&output.batches, format, limits.max_result_bytes) {
+        Err(e @ Error::ResultTooLarge { .. }) => query_error(&e),
         Ok(text) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
         Err(e) => ApiError::internal("POST /v1/sql: rendering the answer", &e).into_response(),
     }
@@ -157,7 +165,7 @@ fn query_error(e: &Error) -> Response {
     let status = match refusal {
         Refusal::ReadOnly => StatusCode::FORBIDDEN,
         Refusal::Timeout => StatusCode::REQUEST_TIMEOUT,
-        Refusal::MemoryLimit => StatusCode::PAYLOAD_TOO_LARGE,
+        Refusal::MemoryLimit | Refusal::ResultTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Refusal::BadQuery => StatusCode::BAD_REQUEST,
         Refusal::Internal => return ApiError::internal("POST /v1/sql", e).into_response(),
     };

@@ -15,11 +15,19 @@ use hexroad_http::ApiError;
 
 use crate::{Error, TileId, Tiles};
 
-/// The web map page.
+/// The web map page, its script and its style: files, never inline, so
+/// the page's policy can refuse inline script.
 const INDEX_HTML: &str = include_str!("map.html");
+const APP_JS: &str = include_str!("map.js");
+const APP_CSS: &str = include_str!("map.css");
+
+/// What every answer but the page may load or be embedded by: nothing.
+const STRICT_POLICY: &str = "default-src 'none'; frame-ancestors 'none'";
 
 struct Shared {
     tiles: Arc<Tiles>,
+    /// The page's Content-Security-Policy.
+    page_policy: HeaderValue,
     /// `node_modules/maplibre-gl/dist` as the set-up installed it.
     maplibre: PathBuf,
 }
@@ -31,7 +39,12 @@ fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> 
 /// The map routes, to merge into a server's router.
 pub fn router(tiles: Arc<Tiles>) -> Router {
     let maplibre = tiles.config().maplibre.clone();
-    let shared = Arc::new(Shared { tiles, maplibre });
+    let page_policy = page_policy(&tiles.config().public_url);
+    let shared = Arc::new(Shared {
+        tiles,
+        page_policy,
+        maplibre,
+    });
     Router::new()
         .route("/", get(index))
         .route("/tiles.json", get(tilejson))
@@ -42,27 +55,57 @@ pub fn router(tiles: Arc<Tiles>) -> Router {
         .with_state(shared)
 }
 
-/// No answer is sniffed as another type, and no page of the map may be
-/// framed by another site.
+/// No answer is sniffed as another type, no page of the map may be framed
+/// by another site, and nothing but the page may load anything.
 async fn security_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("frame-ancestors 'none'"),
-    );
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(STRICT_POLICY),
+        );
+    }
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     response
 }
 
-async fn index() -> Response {
+/// The page's policy: script and style from this origin only (no inline
+/// script), MapLibre's workers from here or a blob, images from here,
+/// tiles from here or the configured public URL.
+fn page_policy(public_url: &str) -> HeaderValue {
+    let origin = public_url
+        .split_once("://")
+        .map(|(scheme, rest)| format!("{scheme}://{}", rest.split('/').next().unwrap_or("")))
+        .filter(|o| {
+            o.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+        })
+        .unwrap_or_default();
+    let policy = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+         connect-src 'self' {origin}; worker-src 'self' blob:; child-src 'self' blob:; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    );
+    HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(STRICT_POLICY))
+}
+
+async fn index(State(shared): State<Arc<Shared>>) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (header::CONTENT_SECURITY_POLICY, shared.page_policy.clone()),
         ],
         INDEX_HTML,
     )
@@ -70,6 +113,21 @@ async fn index() -> Response {
 }
 
 async fn asset(State(shared): State<Arc<Shared>>, Path(file): Path<String>) -> Response {
+    let own = match file.as_str() {
+        "app.js" => Some(("text/javascript", APP_JS)),
+        "app.css" => Some(("text/css", APP_CSS)),
+        _ => None,
+    };
+    if let Some((content_type, text)) = own {
+        return (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            text,
+        )
+            .into_response();
+    }
     let content_type = match file.as_str() {
         "maplibre-gl.mjs" | "maplibre-gl-worker.mjs" => "text/javascript",
         "maplibre-gl.css" => "text/css",
@@ -83,10 +141,16 @@ async fn asset(State(shared): State<Arc<Shared>>, Path(file): Path<String>) -> R
     };
     let path = shared.maplibre.join(&file);
     match tokio::fs::read(&path).await {
+        // A worker runs under its own script's policy, not the page's:
+        // MapLibre's worker fetches tiles, so it gets the page's.
         Ok(bytes) => (
             [
-                (header::CONTENT_TYPE, content_type),
-                (header::CACHE_CONTROL, "public, max-age=86400"),
+                (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+                (
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=86400"),
+                ),
+                (header::CONTENT_SECURITY_POLICY, shared.page_policy.clone()),
             ],
             bytes,
         )
@@ -142,6 +206,9 @@ async fn tile(
         Ok(t) => t,
         Err(e @ Error::NoSuchTile { .. }) => {
             return error(StatusCode::NOT_FOUND, "no_such_tile", e.to_string());
+        }
+        Err(e @ Error::Busy { retry_after_s }) => {
+            return ApiError::unavailable("busy", e.to_string(), retry_after_s).into_response();
         }
         Err(e) => {
             let context = format!("rendering tile {}/{}/{}", id.z, id.x, id.y);

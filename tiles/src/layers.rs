@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use h3o::Resolution;
-use hexroad_lake::{BoundingBox, FramePoint, Snapshot};
+use hexroad_lake::{BoundingBox, Snapshot};
 use hexroad_wire::{DeviceId, UploadId};
 
 use crate::{BUFFER, EXTENT, Result, TileId, TilesConfig, mercator, mvt};
@@ -144,11 +144,7 @@ impl Layer for Coverage {
 }
 
 /// Published frames, one point each with what the map needs to open it.
-/// Keeps the points it drew so the caller can remember their image keys.
-#[derive(Default)]
-pub(crate) struct Frames {
-    pub drawn: Vec<FramePoint>,
-}
+pub(crate) struct Frames;
 
 impl Layer for Frames {
     const NAME: &'static str = "frames";
@@ -204,7 +200,6 @@ impl Layer for Frames {
                 ],
             );
         }
-        self.drawn = points;
         Ok(())
     }
 }

@@ -6,6 +6,7 @@
 //! what `SELECT … FROM coverage` answers. Each layer is a [`layers::Layer`];
 //! this file is the cache and the invalidation around them.
 
+mod gate;
 pub mod http;
 mod layers;
 pub mod mercator;
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use h3o::{CellIndex, Resolution};
 use hexroad_lake::object_store::ObjectStoreExt;
-use hexroad_lake::{FramePoint, Lake, Snapshot};
+use hexroad_lake::{Lake, Snapshot};
 use hexroad_wire::settings::{SettingError, require};
 use hexroad_wire::{FrameId, UploadId};
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,11 @@ pub struct TilesConfig {
     pub poll_interval: Duration,
     /// MapLibre GL JS's `dist/` folder, installed from npm by the set-up.
     pub maplibre: std::path::PathBuf,
+    /// Cold tiles rendered at once.
+    pub max_concurrent_renders: usize,
+    /// Cold tiles waiting for a render; past this a client gets the stale
+    /// tile if one is held, else 503 with `Retry-After`.
+    pub max_queued_renders: usize,
     /// The URL clients reach the map at (`https://map.example.org`), used
     /// for the tile URLs in TileJSON. Empty: `serve` fills in the address it
     /// listens on. Never taken from a request's `Host` header, which the
@@ -80,6 +86,8 @@ impl Default for TilesConfig {
             max_age: Duration::from_secs(3600),
             poll_interval: Duration::from_secs(2),
             maplibre: "datasets/maplibre-gl".into(),
+            max_concurrent_renders: 4,
+            max_queued_renders: 64,
             public_url: String::new(),
         }
     }
@@ -103,6 +111,11 @@ impl TilesConfig {
             self.frames_minzoom <= self.maxzoom,
             "frames_minzoom",
             "must be at most maxzoom",
+        )?;
+        require(
+            self.max_concurrent_renders > 0,
+            "max_concurrent_renders",
+            "must be at least 1",
         )?;
         require(self.cache_tiles > 0, "cache_tiles", "must be positive")
     }
@@ -132,6 +145,10 @@ pub enum Error {
         y: u32,
         reason: String,
     },
+    #[error(
+        "too many tiles are being rendered; retry in {retry_after_s} s (cached tiles are still served)"
+    )]
+    Busy { retry_after_s: u64 },
     #[error(transparent)]
     Lake(#[from] hexroad_lake::Error),
 }
@@ -167,21 +184,17 @@ pub struct Tiles {
     /// One snapshot of the tables shared by renders, taken again after
     /// `poll_interval` or as soon as new frames are seen.
     session: tokio::sync::Mutex<Option<(Instant, Snapshot)>>,
-    /// Image keys of the frames drawn lately, so opening one from the map
-    /// needs no scan of `frames`.
-    images: Mutex<HashMap<FrameId, String>>,
     /// The published frames' bounds and the cache generation they were
     /// read at: the map asks every few seconds, frames land far less often.
     bounds: tokio::sync::Mutex<Option<(u64, Option<[f64; 4]>)>>,
     /// The time tiles are made at; the system clock unless a test fixes it.
     clock: Clock,
+    /// Bounds cold renders and joins renders of one tile.
+    gate: gate::Gate,
 }
 
 /// The clock tiles are rendered by.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
-
-/// Frame image keys remembered before the map of them is cleared.
-const REMEMBERED_IMAGES: usize = 200_000;
 
 impl Tiles {
     /// Remembers which uploads' frames are already in the lake, so only
@@ -189,7 +202,6 @@ impl Tiles {
     pub async fn new(lake: Arc<Lake>, config: TilesConfig) -> Result<Self> {
         let tiles = Self {
             lake,
-            config,
             cache: Mutex::new(Cache {
                 tiles: HashMap::new(),
                 order: VecDeque::new(),
@@ -197,9 +209,10 @@ impl Tiles {
                 generation: 0,
             }),
             session: tokio::sync::Mutex::new(None),
-            images: Mutex::new(HashMap::new()),
             bounds: tokio::sync::Mutex::new(None),
             clock: Arc::new(Utc::now),
+            gate: gate::Gate::new(config.max_concurrent_renders, config.max_queued_renders),
+            config,
         };
         let processed = tiles.processed_uploads().await?;
         tiles.lock().seen_uploads = processed;
@@ -234,15 +247,22 @@ impl Tiles {
                 reason: format!("tiles go to zoom {}", self.config.maxzoom),
             });
         }
-        let generation = {
-            let cache = self.lock();
-            if let Some(t) = cache.tiles.get(&id)
-                && t.rendered.elapsed() < self.config.max_age
-            {
-                return Ok(Arc::clone(t));
-            }
-            cache.generation
+        if let Some(t) = self.cached(id, false) {
+            return Ok(t);
+        }
+        // Whoever asked for this tile first renders it; the rest wait here
+        // and find it in the cache.
+        let _flight = self.gate.join(id).await;
+        if let Some(t) = self.cached(id, false) {
+            return Ok(t);
+        }
+        let generation = self.lock().generation;
+        let Some(_turn) = self.gate.turn().await else {
+            return self
+                .cached(id, true)
+                .ok_or(Error::Busy { retry_after_s: 1 });
         };
+        self.gate.count_render();
         let tile = Arc::new(self.render(id).await?);
         let mut cache = self.lock();
         if cache.generation == generation {
@@ -259,6 +279,21 @@ impl Tiles {
             }
         }
         Ok(tile)
+    }
+
+    /// The cached tile, if fresh (or, with `stale`, however old).
+    fn cached(&self, id: TileId, stale: bool) -> Option<Arc<Tile>> {
+        let cache = self.lock();
+        cache
+            .tiles
+            .get(&id)
+            .filter(|t| stale || t.rendered.elapsed() < self.config.max_age)
+            .map(Arc::clone)
+    }
+
+    /// Tiles rendered on demand (cache misses that rendered) so far.
+    pub fn rendered(&self) -> u64 {
+        self.gate.rendered()
     }
 
     /// Moves whenever cached tiles are forgotten for new frames; clients
@@ -288,21 +323,6 @@ impl Tiles {
             .published_bounds()
             .await?
             .map(|b| [b.west, b.south, b.east, b.north]))
-    }
-
-    fn remember_images(&self, frames: &[FramePoint]) {
-        let mut images = self.images.lock().unwrap_or_else(|e| e.into_inner());
-        if images.len() + frames.len() > REMEMBERED_IMAGES {
-            images.clear();
-        }
-        for f in frames {
-            images.insert(f.frame_id, f.image_key.clone());
-        }
-    }
-
-    fn remembered_image(&self, frame_id: FrameId) -> Option<String> {
-        let images = self.images.lock().unwrap_or_else(|e| e.into_inner());
-        images.get(&frame_id).cloned()
     }
 
     /// Whether the cache holds this tile now.
@@ -338,9 +358,7 @@ impl Tiles {
             now: (self.clock)(),
         };
         let coverage = layers::draw(&mut Coverage, &ctx, id).await?;
-        let mut frame_points = Frames::default();
-        let frames = layers::draw(&mut frame_points, &ctx, id).await?;
-        self.remember_images(&frame_points.drawn);
+        let frames = layers::draw(&mut Frames, &ctx, id).await?;
         let tracks = layers::draw(&mut Tracks, &ctx, id).await?;
         let counts = [coverage.len(), frames.len(), tracks.len()];
         let bytes = mvt::encode(&[coverage, frames, tracks]);
@@ -492,18 +510,10 @@ pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// The anonymized JPEG of a published frame; `None` when no published frame
-/// has this id. Only keys under `frames/` are ever read.
+/// has this id. The key comes from the id ([`FrameId::image_key`]), so no
+/// table is read, and only keys under `frames/` can be named.
 pub async fn frame_image(tiles: &Tiles, frame_id: FrameId) -> Result<Option<bytes::Bytes>> {
-    let key = match tiles.remembered_image(frame_id) {
-        Some(key) => key,
-        None => match tiles.lake.frame_image_key(frame_id).await? {
-            Some(key) => key,
-            None => return Ok(None),
-        },
-    };
-    if !key.starts_with("frames/") || key.contains("..") {
-        return Ok(None);
-    }
+    let key = frame_id.image_key();
     let path = hexroad_lake::object_store::path::Path::from(key.as_str());
     match tiles.lake.blobs().get(&path).await {
         Ok(got) => Ok(Some(got.bytes().await.map_err(|source| {

@@ -223,11 +223,7 @@ impl Job {
                     break;
                 }
             }
-            row.image_key = Some(format!(
-                "frames/{}/{}.jpg",
-                row.ts.format("%Y/%m/%d"),
-                row.frame_id
-            ));
+            row.image_key = Some(row.frame_id.image_key());
             last_pixels = Some((id, pixels));
             if enc_tx.send((row, rgb)).is_err() {
                 break;

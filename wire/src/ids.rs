@@ -165,6 +165,14 @@ impl FrameId {
     pub fn from_bytes(bytes: [u8; 16]) -> Self {
         Self(uuid::Uuid::from_bytes(bytes))
     }
+
+    /// Where the frame's anonymized JPEG is stored once published. Derived
+    /// from the id alone, so serving a frame reads no table, and an id
+    /// nobody published costs one object-store miss, however large the
+    /// `frames` table grows.
+    pub fn image_key(&self) -> String {
+        format!("frames/{self}.jpg")
+    }
 }
 
 impl std::str::FromStr for FrameId {

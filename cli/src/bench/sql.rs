@@ -171,6 +171,8 @@ pub async fn run(args: Args) -> Result<()> {
     let limits = QueryLimits {
         timeout: std::time::Duration::from_secs(600),
         memory_bytes: args.memory_mib.saturating_mul(1 << 20),
+        max_result_bytes: usize::MAX,
+        ..QueryLimits::default()
     };
     let mut ours = Vec::new();
     for q in &QUESTIONS {
@@ -179,7 +181,7 @@ pub async fn run(args: Args) -> Result<()> {
         let mut check = (0, 0);
         for _ in 0..args.runs {
             let t = Instant::now();
-            let out = lake.query_read_only(&sql, limits).await.with_context(|| {
+            let out = lake.query_read_only(&sql, &limits).await.with_context(|| {
                 format!(
                     "hexroad on {:?} (a larger --memory-mib may be needed)",
                     q.name

@@ -82,8 +82,7 @@ fn contributor_frames(
                 .map(u64::from)
                 .unwrap_or_default();
             rows.push(FrameRecord {
-                image_key: (!duplicate)
-                    .then(|| format!("frames/{}/{frame_id}.jpg", ts.format("%Y/%m/%d"))),
+                image_key: (!duplicate).then(|| frame_id.image_key()),
                 dedupe_of: duplicate
                     .then(|| FrameId::from_bytes(rng.random::<u128>().to_be_bytes())),
                 dedupe_reason: duplicate.then(|| "near_duplicate".to_owned()),

@@ -190,24 +190,6 @@ impl Lake {
 }
 
 impl Lake {
-    /// The `frames/…` key of a published frame's JPEG, `None` when no
-    /// published frame has this id.
-    pub async fn frame_image_key(&self, frame: FrameId) -> Result<Option<String>> {
-        let batches = self
-            .read(
-                "SELECT image_key FROM frames WHERE frame_id = $1 \
-                 AND image_key IS NOT NULL LIMIT 1",
-                vec![frame.to_string().into()],
-            )
-            .await?;
-        match batches.iter().find(|b| b.num_rows() > 0) {
-            Some(b) => Ok(strings(b, "image_key")?.into_iter().next()),
-            None => Ok(None),
-        }
-    }
-}
-
-impl Lake {
     /// Every upload the vision stage has given a verdict.
     pub async fn processed_uploads(&self) -> Result<HashSet<UploadId>> {
         let batches = self

@@ -18,8 +18,16 @@ pub async fn publish_at(
     let rows: Vec<FrameRecord> = points
         .iter()
         .enumerate()
-        .map(|(i, &(lat, lon))| FrameRecord {
-            frame_id: FrameId::from_bytes((upload.0.as_u128() * 1000 + i as u128).to_be_bytes()),
+        .map(|(i, &(lat, lon))| {
+            (
+                i,
+                lat,
+                lon,
+                FrameId::from_bytes((upload.0.as_u128() * 1000 + i as u128).to_be_bytes()),
+            )
+        })
+        .map(|(i, lat, lon, frame_id)| FrameRecord {
+            frame_id,
             upload_id: upload,
             device_id: DeviceId::from_public_key(&[7; 32]),
             contributor_id: "contributor-1".parse::<ContributorId>().unwrap(),
@@ -29,7 +37,7 @@ pub async fn publish_at(
             heading: 90.0,
             speed: 10.0,
             cell: hexroad_wire::grid::cell_at(lat, lon).unwrap().into(),
-            image_key: Some(format!("frames/x/{upload}-{i}.jpg")),
+            image_key: Some(frame_id.image_key()),
             width: 320,
             height: 240,
             image_bytes: 1000,
