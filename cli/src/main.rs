@@ -47,11 +47,18 @@ enum Command {
     /// Measure hexroad against the limit and the alternative.
     #[command(subcommand)]
     Bench(bench::Which),
+    /// Decode one video to packed I420 on stdout: the caged child the vision
+    /// worker runs for each upload (see vision's `cage` module).
+    #[command(hide = true)]
+    DecodeVideo { path: std::path::PathBuf },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_json);
+    if let Command::DecodeVideo { path } = &cli.command {
+        return decode_video(path);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -72,6 +79,7 @@ fn main() -> ExitCode {
             Command::Tiles(which) => tiles::run(which).await,
             Command::Epoch(which) => epoch::run(which).await,
             Command::Bench(which) => bench::run(which).await,
+            Command::DecodeVideo { .. } => Ok(()),
         }
     });
     match result {
@@ -82,6 +90,22 @@ fn main() -> ExitCode {
                 eprintln!("  caused by: {cause}");
             }
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The caged decoder's side: pictures to stdout, the reason for a failure
+/// as the last line on stderr.
+fn decode_video(path: &std::path::Path) -> ExitCode {
+    match hexroad_vision::cage::decode_to_pipe(path, std::io::stdout().lock()) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(hexroad_vision::Error::Video { reason, .. }) => {
+            eprintln!("{reason}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
         }
     }
 }

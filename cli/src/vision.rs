@@ -28,10 +28,12 @@ pub struct Args {
 /// Starts a worker on its own task; it stops when `stop` turns true.
 pub async fn spawn(
     lake: Arc<Lake>,
-    config: VisionConfig,
+    mut config: VisionConfig,
     scratch: PathBuf,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>> {
+    // Uploaded video is decoded by this binary's `decode-video`, caged.
+    config.decoder = Some(std::env::current_exe().context("locating the hexroad binary")?);
     let worker = tokio::task::spawn_blocking(move || Worker::new(lake, config, scratch))
         .await
         .context("loading the vision models")?;
@@ -57,9 +59,10 @@ pub async fn run(args: Args) -> Result<()> {
             .await
             .with_context(|| format!("opening data location {}", settings.data))?,
     );
-    let config = settings.vision.clone();
+    let mut config = settings.vision.clone();
     let scratch = settings.scratch_dir()?;
     if args.once {
+        config.decoder = Some(std::env::current_exe().context("locating the hexroad binary")?);
         let mut worker = tokio::task::spawn_blocking(move || Worker::new(lake, config, scratch))
             .await
             .context("loading the vision models")?;

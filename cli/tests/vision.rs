@@ -196,6 +196,48 @@ fn a_missing_or_corrupt_model_publishes_nothing() {
     assert!(!data.join("frames").exists(), "no frame objects");
 }
 
+/// Issue 14: GStreamer parsed untrusted video inside the server with no
+/// time or memory limit. Decoding runs in a child process now: one over its
+/// address-space limit, or past its wall clock, costs that upload (a
+/// verdict naming the limit), and the worker goes on.
+#[test]
+fn a_decoder_over_its_limits_costs_one_upload_not_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = serve(&data, false);
+    sim(&server.base, &["--devices", "1", "--duration", "20s"]);
+    for (key, value, expect) in [
+        ("HEXROAD__VISION__DECODE__MEMORY_MIB", "48", "decoder died"),
+        (
+            "HEXROAD__VISION__DECODE__WALL_TIME",
+            "1ms",
+            "longer than the limit",
+        ),
+    ] {
+        let out = hexroad(&["vision", "--once", "--data"])
+            .arg(&data)
+            .env(key, value)
+            .env("HEXROAD__VISION__MAX_ATTEMPTS", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "the worker itself went on: {stderr}");
+        let verdicts = sql(
+            &data,
+            "SELECT p.status, p.reason FROM processing p JOIN uploads u USING (upload_id) \
+             WHERE u.kind = 'video'",
+        );
+        assert!(!verdicts.is_empty(), "{stderr}");
+        assert!(
+            verdicts.iter().all(|v| v["status"] != "processed"
+                && v["reason"].as_str().unwrap_or("").contains(expect)),
+            "{key}: {verdicts:?}"
+        );
+        // The next run judges the uploads afresh.
+        std::fs::remove_dir_all(data.join("tables/processing")).unwrap();
+    }
+}
+
 #[test]
 fn serve_publishes_frames_but_not_for_stops_or_copied_drives() {
     let dir = tempfile::tempdir().unwrap();

@@ -206,6 +206,48 @@ async fn a_corrupt_mp4_is_refused() {
     );
 }
 
+/// Ten frames of test video through `encoder ! muxer`, as bytes.
+fn encoded(encoder: &str, muxer: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clip");
+    let line = format!(
+        "videotestsrc num-buffers=10 ! video/x-raw,width=160,height=120,framerate=10/1 ! \
+         videoconvert ! {encoder} ! {muxer} ! filesink location={}",
+        path.display()
+    );
+    let status = std::process::Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(line.split_whitespace())
+        .status()
+        .expect("gst-launch-1.0 (gstreamer1.0-tools, installed by scripts/setup)");
+    assert!(status.success(), "{line}");
+    std::fs::read(&path).unwrap()
+}
+
+/// Issue 14: ingest probed video with GStreamer's discoverer, which picks a
+/// demuxer and decoders by the file's content. The probe is pinned to
+/// qtdemux and h264parse: another container is refused from its first box,
+/// another codec by its caps, before any of it is decoded.
+#[tokio::test]
+async fn only_h264_in_mp4_is_probed() {
+    let s = start(IngestConfig::default()).await;
+    let d = Device::new(11);
+    register(&s, &d).await;
+    let mkv = encoded("x264enc ! h264parse", "matroskamux");
+    let r = upload(&s, &d, "video", "mp4", &mkv).await;
+    assert_error(
+        &r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unsupported_container",
+    );
+    let mpeg4 = encoded("avenc_mpeg4", "mp4mux");
+    let r = upload(&s, &d, "video", "mp4", &mpeg4).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "unsupported_codec");
+    let h264 = encoded("x264enc ! h264parse", "mp4mux");
+    let r = upload(&s, &d, "video", "mp4", &h264).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.json);
+}
+
 #[tokio::test]
 async fn a_real_mp4_is_accepted_and_a_truncated_one_refused() {
     let dir = tempfile::tempdir().unwrap();

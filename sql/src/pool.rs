@@ -27,6 +27,24 @@ impl Drop for Runtime {
     }
 }
 
+/// Lowers the calling thread's priority to nice 10. Best effort: a failure
+/// leaves the thread at the server's priority.
+#[expect(
+    unsafe_code,
+    reason = "setpriority and gettid are only reachable through libc"
+)]
+fn yield_the_cpu() {
+    // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS and
+    // a thread id changes only that thread's nice value.
+    let failed = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, u32::try_from(tid).unwrap_or(0), 10) != 0
+    };
+    if failed {
+        tracing::debug!("could not lower a query thread's priority");
+    }
+}
+
 /// Every query slot is taken.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("{running} queries are running, the most allowed at once; retry shortly")]
@@ -44,11 +62,14 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 impl QueryPool {
-    /// `max_concurrent` queries at once on `threads` worker threads.
+    /// `max_concurrent` queries at once on `threads` worker threads, which
+    /// the kernel schedules after the server's own (nice 10): a core that
+    /// both want goes to uploads first.
     pub fn new(max_concurrent: usize, threads: usize) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("hexroad-sql")
+            .on_thread_start(yield_the_cpu)
             .enable_all()
             .build()?;
         Ok(Self {

@@ -284,12 +284,24 @@ fn sample_frames(
     };
     if is_video {
         let mut index = 0u64;
-        video::decode(path, |picture| {
+        let on_picture = |picture: video::Picture<'_>| {
             let ts = start + chrono::Duration::from_std(picture.pts).unwrap_or_default();
             let flow = consider(index, ts, &mut || picture.to_rgb())?;
             index += 1;
             Ok(flow)
-        })?;
+        };
+        match &config.decoder {
+            Some(program) => {
+                let cage = crate::cage::DecodeCage {
+                    program: program.clone(),
+                    limits: config.decode,
+                };
+                crate::cage::decode(&cage, path, config.max_pixels, on_picture)?;
+            }
+            None => {
+                video::decode(path, on_picture)?;
+            }
+        }
         Ok(())
     } else {
         bundle::frames(path, config.max_pixels, &mut consider)

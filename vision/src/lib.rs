@@ -11,6 +11,7 @@
 pub mod anonymize;
 pub mod blur;
 mod bundle;
+pub mod cage;
 mod claim;
 pub mod decode;
 mod dedupe;

@@ -36,6 +36,13 @@ pub struct VisionConfig {
     /// Claims that may lapse on an upload without a verdict (the worker died
     /// or stalled) before it is marked failed and not tried again.
     pub max_attempts: u32,
+    /// What decoding one uploaded video may use, in its child process.
+    pub decode: crate::cage::DecodeLimits,
+    /// The program whose `decode-video` subcommand decodes uploaded video
+    /// in a caged child process; the `hexroad` binary sets itself here.
+    /// `None` decodes in this process (library tests, the offline tool).
+    #[serde(skip)]
+    pub decoder: Option<std::path::PathBuf>,
     /// How long a claim holds an upload against other workers.
     #[serde(with = "hexroad_wire::settings::duration_text")]
     pub lease: Duration,
@@ -68,6 +75,8 @@ impl Default for VisionConfig {
             jpeg_quality: 85,
             lease: Duration::from_secs(600),
             max_attempts: 3,
+            decode: crate::cage::DecodeLimits::default(),
+            decoder: None,
             max_pixels: 7680 * 4320,
             track_wait: Duration::from_secs(600),
             poll_interval: Duration::from_secs(2),

@@ -24,41 +24,30 @@ pub struct VideoInfo {
     pub frames: u64,
 }
 
-/// One decoded picture, still in I420.
+/// One decoded picture, still in I420: from GStreamer in this process, or
+/// read back from a caged decoder's pipe.
 pub struct Picture<'a> {
     pub pts: Duration,
-    frame: &'a gst_video::VideoFrameRef<&'a gst::BufferRef>,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    /// Y, U and V, each `strides[i]` bytes a row.
+    pub(crate) planes: [&'a [u8]; 3],
+    pub(crate) strides: [usize; 3],
 }
 
 impl Picture<'_> {
     pub fn width(&self) -> u32 {
-        self.frame.width()
+        self.width
     }
 
     pub fn height(&self) -> u32 {
-        self.frame.height()
+        self.height
     }
 
     /// Converts to RGB (the costly step, done only for kept frames).
     pub fn to_rgb(&self) -> Result<RgbImage> {
-        let plane = |i: u32| {
-            self.frame
-                .plane_data(i)
-                .map_err(|e| Error::Frame(format!("I420 plane {i}: {e}")))
-        };
-        let strides = self.frame.plane_stride();
-        crate::image_ops::i420_to_rgb(
-            plane(0)?,
-            plane(1)?,
-            plane(2)?,
-            [
-                strides[0] as usize,
-                strides[1] as usize,
-                strides[2] as usize,
-            ],
-            self.width(),
-            self.height(),
-        )
+        let [y, u, v] = self.planes;
+        crate::image_ops::i420_to_rgb(y, u, v, self.strides, self.width, self.height)
     }
 }
 
@@ -166,7 +155,24 @@ pub fn decode(
             .map_err(|e| video_err(format!("unmappable frame: {e}")))?;
         let pts = Duration::from_nanos(buffer.pts().map_or(0, gst::ClockTime::nseconds));
         info.frames += 1;
-        match on_picture(Picture { pts, frame: &frame }) {
+        let plane = |i: u32| {
+            frame
+                .plane_data(i)
+                .map_err(|e| Error::Frame(format!("I420 plane {i}: {e}")))
+        };
+        let strides = frame.plane_stride();
+        let picture = Picture {
+            pts,
+            width: frame.width(),
+            height: frame.height(),
+            planes: [plane(0)?, plane(1)?, plane(2)?],
+            strides: [0, 1, 2].map(|i| {
+                strides
+                    .get(i)
+                    .map_or(0, |s| usize::try_from(*s).unwrap_or(0))
+            }),
+        };
+        match on_picture(picture) {
             Ok(Flow::Continue) => {}
             Ok(Flow::Stop) => break Ok(()),
             Err(e) => {

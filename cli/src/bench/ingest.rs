@@ -26,7 +26,7 @@ pub struct Args {
 }
 
 /// A telemetry batch of about `size` bytes, distinct per (device, n).
-fn batch(device: usize, n: usize, size: usize) -> Bytes {
+pub(super) fn batch(device: usize, n: usize, size: usize) -> Bytes {
     // Each batch an hour of its own in the last weeks: distinct, in order, never in the future.
     let t0 = chrono::Utc::now()
         - chrono::Duration::days(1)
@@ -53,15 +53,21 @@ pub async fn run(args: Args) -> Result<()> {
     let dir = tempfile::tempdir().context("temporary data folder")?;
     let data = dir.path().join("data");
     let lake = Arc::new(Lake::open(&data.to_string_lossy()).await?);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
     let config = IngestConfig {
+        public_authority: addr.to_string(),
         requests_per_second: 10_000.0,
         request_burst: 10_000.0,
         ..IngestConfig::default()
     };
     let state = Ingest::open(Arc::clone(&lake), config, system_clock(), dir.path().into()).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move { axum::serve(listener, app(state)).await });
+    let server = tokio::spawn(hexroad_http::serve(
+        listener,
+        app(state),
+        hexroad_http::ServeLimits::default(),
+        std::future::pending(),
+    ));
     let base = format!("http://{addr}");
     let size = args.size_mib << 20;
     let payloads: Vec<Vec<Bytes>> = (0..args.devices)

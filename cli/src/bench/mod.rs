@@ -1,6 +1,7 @@
 //! `hexroad bench …`: each benchmark measures hexroad beside the tool a
 //! user would pick instead, in the same run, and prints the ratio.
 
+mod abuse;
 mod common;
 mod epoch;
 mod ingest;
@@ -26,6 +27,9 @@ pub enum Which {
     Epoch(epoch::Args),
     /// Reading a 10 MB GPX track (and its NMEA twin), beside Python's ElementTree.
     Track(track::Args),
+    /// Honest devices' ack latency alone and under every issue-14 attack at
+    /// once, and the server's peak RSS.
+    Abuse(abuse::Args),
 }
 
 pub async fn run(which: Which) -> Result<()> {
@@ -36,5 +40,6 @@ pub async fn run(which: Which) -> Result<()> {
         Which::Tiles(args) => tiles::run(args).await,
         Which::Epoch(args) => epoch::run(args).await,
         Which::Track(args) => track::run(args).await,
+        Which::Abuse(args) => abuse::run(args).await,
     }
 }
