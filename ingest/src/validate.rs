@@ -438,6 +438,46 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
+    proptest::proptest! {
+        /// Issue 14: every upload kind is a parser of a stranger's bytes;
+        /// whatever they are, the answer is a verdict, never a panic.
+        #[test]
+        fn any_upload_gets_a_verdict(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+            which in 0usize..5,
+        ) {
+            let (kind, format) = [
+                (UploadKind::Gnss, "gpx"),
+                (UploadKind::Gnss, "nmea"),
+                (UploadKind::Telemetry, "ndjson"),
+                (UploadKind::Frames, "tar"),
+                (UploadKind::Frames, "tar"),
+            ][which];
+            // The last: the bytes behind a well-formed tar header.
+            let bytes = if which == 4 { tar_header_then(&bytes) } else { bytes };
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), &bytes).unwrap();
+            let _ = validate_file(file.path(), kind, format, rules());
+        }
+    }
+
+    /// A ustar header for a JPEG member of `data`'s length, then `data`.
+    fn tar_header_then(data: &[u8]) -> Vec<u8> {
+        let mut h = [0u8; 512];
+        h[..17].copy_from_slice(b"1700000000000.jpg");
+        h[100..107].copy_from_slice(b"0000644");
+        h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        let mut out = h.to_vec();
+        out.extend_from_slice(data);
+        out
+    }
+
     fn rules() -> Rules {
         Rules {
             now: Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap(),

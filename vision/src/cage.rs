@@ -262,3 +262,51 @@ fn read_pictures(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn header(pts: u64, w: u32, h: u32) -> Vec<u8> {
+        let mut out = pts.to_le_bytes().to_vec();
+        out.extend(w.to_le_bytes());
+        out.extend(h.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn pictures_round_trip_and_the_marker_ends_them() {
+        let mut pipe = header(40_000_000, 4, 2);
+        pipe.extend([1u8; 8]);
+        pipe.extend([2u8; 2]);
+        pipe.extend([3u8; 2]);
+        pipe.extend(header(0, 0, 0));
+        let mut seen = Vec::new();
+        let (info, end) = read_pictures(&pipe[..], 1000, &mut |p| {
+            seen.push((p.pts, p.width(), p.height(), p.planes[1].to_vec()));
+            Ok(Flow::Continue)
+        })
+        .unwrap();
+        assert_eq!(end, End::Marker);
+        assert_eq!(info.frames, 1);
+        assert_eq!(seen, [(Duration::from_millis(40), 4, 2, vec![2u8; 2])]);
+    }
+
+    #[test]
+    fn a_picture_over_the_limit_is_refused_before_its_buffer() {
+        let pipe = header(0, 100_000, 100_000);
+        let e = read_pictures(&pipe[..], 1_000_000, &mut |_| Ok(Flow::Continue)).unwrap_err();
+        assert!(e.to_string().contains("over the limit"), "{e}");
+    }
+
+    proptest! {
+        /// Whatever a broken or subverted decoder writes, the parent reads
+        /// it or stops, never panics and never allocates past the limit.
+        #[test]
+        fn any_pipe_bytes_are_read_or_refused(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = read_pictures(&bytes[..], 4096, &mut |_| Ok(Flow::Continue));
+        }
+    }
+}

@@ -193,7 +193,26 @@ pub fn parse_ndjson(bytes: &[u8]) -> Result<Vec<TelemetrySample>, TelemetryError
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Issue 14: telemetry is a stranger's bytes; any of them are read
+        /// or refused, never a panic.
+        #[test]
+        fn any_bytes_are_read_or_refused(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse_ndjson(&bytes);
+        }
+
+        #[test]
+        fn damaged_lines_are_read_or_refused(
+            ts in ".{0,40}", signal in "[A-Za-z.]{0,60}", value in ".{0,20}"
+        ) {
+            let line = format!("{{\"ts\":\"{ts}\",\"signal\":\"{signal}\",\"value\":{value}}}\n");
+            let _ = parse_ndjson(line.as_bytes());
+        }
+    }
 
     #[test]
     fn accepts_known_signals() {
