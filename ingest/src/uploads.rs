@@ -375,6 +375,25 @@ pub async fn patch(
         expires_header(h, &state, &slot.info);
         return Ok(response);
     }
+    // The rest runs to completion whatever happens to the connection: a
+    // device that hangs up mid-commit must find its upload finished (or
+    // untouched) when it retries, never half-written.
+    let task = tokio::spawn(finish_upload(Arc::clone(&state), guard));
+    let summary = task
+        .await
+        .map_err(|e| ApiError::internal("finishing an upload", &e))??;
+    Ok(finished_response(&summary))
+}
+
+/// Checks, validates and commits a fully received upload, then removes its
+/// staging; holds the upload's lock throughout.
+async fn finish_upload(
+    state: Arc<Ingest>,
+    mut guard: tokio::sync::OwnedMutexGuard<Option<crate::tus::Slot>>,
+) -> Result<UploadSummary, ApiError> {
+    let Some(slot) = guard.as_ref() else {
+        return Err(ApiError::not_found("the upload is gone"));
+    };
     let finisher = Finisher {
         lake: &state.lake,
         staging: &state.staging,
@@ -395,9 +414,9 @@ pub async fn patch(
     *guard = None;
     if let Err(e) = state.staging.remove(&info).await {
         // The upload is committed; leftover staging is only disk space.
-        warn!(upload_id = %id, error = %e, "could not clean staging");
+        warn!(upload_id = %info.upload_id, error = %e, "could not clean staging");
     }
-    Ok(finished_response(&summary))
+    Ok(summary)
 }
 
 pub async fn terminate(

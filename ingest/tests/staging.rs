@@ -279,3 +279,39 @@ async fn unknown_upload_ids_hold_nothing() {
         .unwrap();
     assert!(metrics.contains("hexroad_upload_locks 0"), "{metrics}");
 }
+
+/// Issue 15: a device that hung up while its final PATCH was being
+/// validated and committed cancelled the work midway, and its retry could
+/// append rows twice. Finishing now runs to completion without the
+/// connection: the upload is found finished, its rows there once.
+#[tokio::test]
+async fn a_device_hanging_up_during_finish_leaves_it_finished_once() {
+    let s = start(IngestConfig::default()).await;
+    let d = Device::new(71);
+    register(&s, &d).await;
+    let points = track_points(Utc::now() - Duration::hours(8), 60.17, 24.94, 20_000);
+    let data = hexroad_wire::track::write_gpx(&points, "test").into_bytes();
+    let (location, _) = created(&s, &d, &data).await;
+    // The whole body goes; the device hangs up while the server finishes.
+    let stream = partial_patch(&s, &d, &location, &data, data.len()).await;
+    tokio::time::sleep(StdDuration::from_millis(30)).await;
+    drop(stream);
+    let started = std::time::Instant::now();
+    loop {
+        let head = head_within(&s, &d, &location).await;
+        if head.headers.contains_key("hexroad-upload-status") {
+            assert_eq!(head.headers["hexroad-upload-status"], "accepted");
+            break;
+        }
+        assert!(
+            started.elapsed() < StdDuration::from_secs(30),
+            "the upload was left unfinished when its device hung up"
+        );
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+    // The device's retry of the final PATCH is answered from what is stored.
+    let retry = patch(&s, &d, &location, 0, &data).await;
+    assert_eq!(retry.status, StatusCode::CONFLICT, "{:?}", retry.json);
+    assert_eq!(count(&s, "SELECT count(*) FROM uploads").await, 1);
+    assert_eq!(count(&s, "SELECT count(*) FROM gnss").await, 20_000);
+}
