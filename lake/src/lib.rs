@@ -31,7 +31,7 @@ pub use records::{
 use hexroad_wire::{
     ContributorId, DeviceId, FrameId, GnssPoint, TelemetrySample, UploadId, UploadKind,
 };
-pub use reads::map::{CoverageCell, FramePoint, TrackFix};
+pub use reads::map::{CoverageCell, DriveEnds, FramePoint, TrackFix};
 pub use reads::vision::{PendingUpload, PublishedHash};
 pub use reads::{BoundingBox, Snapshot};
 pub use schema::TableName;

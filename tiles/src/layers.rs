@@ -4,8 +4,11 @@
 
 use chrono::{DateTime, Utc};
 use h3o::Resolution;
-use hexroad_lake::{BoundingBox, Snapshot};
-use hexroad_wire::{DeviceId, UploadId};
+use std::collections::HashMap;
+
+use hexroad_lake::{BoundingBox, DriveEnds, Snapshot};
+use hexroad_wire::UploadId;
+use hexroad_wire::grid::haversine_m;
 
 use crate::{BUFFER, EXTENT, Result, TileId, TilesConfig, mercator, mvt};
 
@@ -163,7 +166,6 @@ impl Layer for Frames {
                 "frame_id": "String",
                 "ts": "String: capture time, RFC 3339",
                 "heading": "Number: degrees clockwise from north",
-                "contributor_id": "String",
                 "image_url": "String: the anonymized JPEG, relative to the server"
             }
         })
@@ -190,10 +192,6 @@ impl Layer for Frames {
                     ("ts", mvt::Value::String(iso(f.ts))),
                     ("heading", mvt::Value::Double(f.heading)),
                     (
-                        "contributor_id",
-                        mvt::Value::String(f.contributor_id.to_string()),
-                    ),
-                    (
                         "image_url",
                         mvt::Value::String(format!("/frames/{}.jpg", f.frame_id)),
                     ),
@@ -204,7 +202,9 @@ impl Layer for Frames {
     }
 }
 
-/// Accepted drives' fixes as lines, simplified to half a screen pixel.
+/// Accepted drives as lines, with nothing that names a driver: no device,
+/// contributor or upload, no fix within `privacy_radius_m` of where a drive
+/// began or ended (homes), and no detail finer than `track_tolerance_m`.
 pub(crate) struct Tracks;
 
 impl Layer for Tracks {
@@ -217,13 +217,10 @@ impl Layer for Tracks {
     fn describe(config: &TilesConfig) -> serde_json::Value {
         serde_json::json!({
             "id": Self::NAME,
-            "description": "Accepted drives' GNSS tracks, simplified to the zoom",
+            "description": "Where drives went, simplified, without their ends and without who drove",
             "minzoom": Self::minzoom(config),
             "maxzoom": config.maxzoom,
-            "fields": {
-                "upload_id": "String",
-                "device_id": "String"
-            }
+            "fields": {}
         })
     }
 
@@ -233,33 +230,58 @@ impl Layer for Tracks {
         id: TileId,
         out: &mut mvt::Layer,
     ) -> Result<()> {
-        let mut lines: Vec<(UploadId, DeviceId, Vec<[f64; 2]>)> = Vec::new();
-        for fix in ctx.snapshot.track_fixes_in(widen(id, 200.0)).await? {
+        let area = widen(id, 200.0);
+        let ends: HashMap<UploadId, DriveEnds> = ctx
+            .snapshot
+            .drive_ends_near(area)
+            .await?
+            .into_iter()
+            .map(|e| (e.upload_id, e))
+            .collect();
+        let radius = ctx.config.privacy_radius_m;
+        let private = |upload: &UploadId, at: (f64, f64)| {
+            ends.get(upload).is_none_or(|e| {
+                haversine_m(e.start, at) < radius || haversine_m(e.end, at) < radius
+            })
+        };
+        // Lines break where a fix is withheld, so no segment reaches an end.
+        let mut lines: Vec<(UploadId, Vec<[f64; 2]>)> = Vec::new();
+        let mut broken = true;
+        for fix in ctx.snapshot.track_fixes_in(area).await? {
+            if private(&fix.upload_id, (fix.lat, fix.lon)) {
+                broken = true;
+                continue;
+            }
             let p = id.project(fix.lat, fix.lon, EXTENT);
             match lines.last_mut() {
-                Some((u, _, pts)) if *u == fix.upload_id => pts.push(p),
-                _ => lines.push((fix.upload_id, fix.device_id, vec![p])),
+                Some((u, pts)) if *u == fix.upload_id && !broken => pts.push(p),
+                _ => lines.push((fix.upload_id, vec![p])),
             }
+            broken = false;
         }
-        let tolerance = f64::from(EXTENT) / 256.0 / 2.0;
+        let [w, _, e, _] = id.bounds();
+        let metres_per_unit = (e - w) * 111_320.0 * id_lat_cos(id) / f64::from(EXTENT);
+        let tolerance = (f64::from(EXTENT) / 256.0 / 2.0)
+            .max(ctx.config.track_tolerance_m / metres_per_unit.max(1e-9));
         let (lo, hi) = (range().start, range().end);
-        for (upload, device, pts) in lines {
-            let simple = mercator::simplify(&pts, tolerance);
-            let parts: Vec<Vec<[i32; 2]>> = mercator::clip_line(&simple, lo, hi)
-                .iter()
-                .map(|p| round(p))
-                .collect();
-            out.add(
-                None,
-                &mvt::Geometry::Lines(parts),
-                &[
-                    ("upload_id", mvt::Value::String(upload.to_string())),
-                    ("device_id", mvt::Value::String(device.to_string())),
-                ],
-            );
+        let parts: Vec<Vec<[i32; 2]>> = lines
+            .iter()
+            .filter(|(_, pts)| pts.len() > 1)
+            .flat_map(|(_, pts)| mercator::clip_line(&mercator::simplify(pts, tolerance), lo, hi))
+            .map(|p| round(&p))
+            .collect();
+        if !parts.is_empty() {
+            out.add(None, &mvt::Geometry::Lines(parts), &[]);
         }
         Ok(())
     }
+}
+
+/// The cosine of a tile's middle latitude: metres per degree of longitude
+/// shrink with it.
+fn id_lat_cos(id: TileId) -> f64 {
+    let [_, s, _, n] = id.bounds();
+    ((s + n) / 2.0).to_radians().cos()
 }
 
 /// Draws `layer` into a fresh MVT layer when the zoom reaches it.

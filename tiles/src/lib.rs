@@ -62,6 +62,12 @@ pub struct TilesConfig {
     pub poll_interval: Duration,
     /// MapLibre GL JS's `dist/` folder, installed from npm by the set-up.
     pub maplibre: std::path::PathBuf,
+    /// Fixes this close to where a drive began or ended are not drawn
+    /// (homes and workplaces), metres.
+    pub privacy_radius_m: f64,
+    /// Drive tracks are simplified at least this much, metres: the map
+    /// shows roads driven, not a device's GNSS fixes.
+    pub track_tolerance_m: f64,
     /// Cold tiles rendered at once.
     pub max_concurrent_renders: usize,
     /// Cold tiles waiting for a render; past this a client gets the stale
@@ -86,6 +92,8 @@ impl Default for TilesConfig {
             max_age: Duration::from_secs(3600),
             poll_interval: Duration::from_secs(2),
             maplibre: "datasets/maplibre-gl".into(),
+            privacy_radius_m: 500.0,
+            track_tolerance_m: 5.0,
             max_concurrent_renders: 4,
             max_queued_renders: 64,
             public_url: String::new(),
@@ -111,6 +119,16 @@ impl TilesConfig {
             self.frames_minzoom <= self.maxzoom,
             "frames_minzoom",
             "must be at most maxzoom",
+        )?;
+        require(
+            self.privacy_radius_m.is_finite() && self.privacy_radius_m >= 0.0,
+            "privacy_radius_m",
+            "must be a number of metres, 0 or more",
+        )?;
+        require(
+            self.track_tolerance_m.is_finite() && self.track_tolerance_m >= 0.0,
+            "track_tolerance_m",
+            "must be a number of metres, 0 or more",
         )?;
         require(
             self.max_concurrent_renders > 0,

@@ -43,7 +43,7 @@ async function start() {
     img.src = f.image_url;
     img.alt = "frame " + f.frame_id;
     const caption = document.createElement("div");
-    caption.textContent = new Date(f.ts).toLocaleString() + " · " + f.contributor_id;
+    caption.textContent = new Date(f.ts).toLocaleString();
     box.append(img, caption);
     new maplibregl.Popup({ maxWidth: "340px" }).setLngLat(e.lngLat).setDOMContent(box).addTo(map);
   });

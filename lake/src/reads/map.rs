@@ -41,6 +41,17 @@ pub struct TrackFix {
     pub lon: f64,
 }
 
+/// Where a drive (one accepted GNSS upload) began and ended: the places a
+/// public map must not show (homes, workplaces).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DriveEnds {
+    pub upload_id: UploadId,
+    /// (lat, lon) of the first fix.
+    pub start: (f64, f64),
+    /// (lat, lon) of the last fix.
+    pub end: (f64, f64),
+}
+
 impl Snapshot {
     /// Published frames inside `area`, grouped by their cell at `resolution`.
     pub async fn coverage_in(
@@ -148,6 +159,46 @@ impl Snapshot {
             }
         }
         Ok(out)
+    }
+
+    /// The first and last fix of every accepted drive with a fix inside
+    /// `area`, wherever those ends lie.
+    pub async fn drive_ends_near(&self, area: BoundingBox) -> Result<Vec<DriveEnds>> {
+        let [south, north, west, east] = [area.south, area.north, area.west, area.east];
+        let batches = self
+            .read(
+                "SELECT g.upload_id, g.ts, g.lat, g.lon, e.t0, e.t1 FROM gnss g JOIN \
+                   (SELECT upload_id, min(ts) AS t0, max(ts) AS t1 FROM gnss WHERE upload_id IN \
+                     (SELECT DISTINCT upload_id FROM gnss \
+                      WHERE lat BETWEEN $1 AND $2 AND lon BETWEEN $3 AND $4) \
+                    AND upload_id IN (SELECT upload_id FROM uploads WHERE status = 'accepted') \
+                    GROUP BY upload_id) e \
+                 ON g.upload_id = e.upload_id AND (g.ts = e.t0 OR g.ts = e.t1)",
+                vec![south.into(), north.into(), west.into(), east.into()],
+            )
+            .await?;
+        let mut ends: std::collections::HashMap<UploadId, DriveEnds> =
+            std::collections::HashMap::new();
+        for b in &batches {
+            let uploads = strings(b, "upload_id")?;
+            let (ts, t0) = (times(b, "ts")?, times(b, "t0")?);
+            let (lat, lon) = (f64s(b, "lat")?, f64s(b, "lon")?);
+            for r in 0..b.num_rows() {
+                let id: UploadId = stored(&uploads[r], "upload id")?;
+                let here = (lat[r], lon[r]);
+                let entry = ends.entry(id).or_insert(DriveEnds {
+                    upload_id: id,
+                    start: here,
+                    end: here,
+                });
+                if ts[r] == t0[r] {
+                    entry.start = here;
+                } else {
+                    entry.end = here;
+                }
+            }
+        }
+        Ok(ends.into_values().collect())
     }
 }
 
