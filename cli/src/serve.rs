@@ -48,7 +48,7 @@ pub async fn run(args: Args) -> Result<()> {
         .with_context(|| format!("listening on {}", settings.listen))?;
     let addr = listener.local_addr()?;
     let scratch = settings.scratch_dir()?;
-    let sql = settings.sql.service(&scratch)?;
+    let mut sql = settings.sql.service(&scratch)?;
     let flight_listener = if settings.sql.flight_listen.is_empty() {
         None
     } else {
@@ -73,6 +73,8 @@ pub async fn run(args: Args) -> Result<()> {
     if ingest_config.public_authority.is_empty() {
         ingest_config.public_authority = public_authority(&settings.tiles.public_url, addr)?;
     }
+    // SQL over HTTP answers only requests addressed to the public host.
+    sql.authority = Some(ingest_config.public_authority.clone());
     let state = Ingest::open(
         Arc::clone(&lake),
         ingest_config,

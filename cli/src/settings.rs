@@ -115,6 +115,7 @@ impl SqlSettings {
             token: self.token.clone(),
             pool: hexroad_sql::QueryPool::new(self.max_concurrent_queries, self.threads)
                 .context("starting the SQL query runtime")?,
+            authority: None,
         })
     }
 }

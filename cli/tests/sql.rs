@@ -237,6 +237,72 @@ fn answers_and_concurrent_queries_are_bounded() {
     });
 }
 
+/// Issue 15: `POST /v1/sql` took `text/plain` bodies (which any page can
+/// send cross-site without asking) and never checked `Host` or `Origin`, so
+/// CSRF and DNS rebinding reached it. JSON only now, addressed to the
+/// server's own host, from no page but its own.
+#[test]
+fn sql_refuses_plain_bodies_foreign_hosts_and_origins() {
+    use common::serve;
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        &[("HEXROAD__VISION__ENABLED", "false")],
+    );
+    let url = format!("{}/v1/sql", server.base);
+    let own = server.base.clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let json = serde_json::json!({ "query": "SELECT 1 AS one" }).to_string();
+        let send = |content_type: &str, extra: Option<(&str, &str)>| {
+            let mut req = http.post(&url).header("content-type", content_type).body(
+                if content_type == "text/plain" {
+                    "SELECT 1 AS one".to_owned()
+                } else {
+                    json.clone()
+                },
+            );
+            if let Some((name, value)) = extra {
+                req = req.header(name, value);
+            }
+            req.send()
+        };
+        let code = |r: reqwest::Response| async move {
+            let status = r.status().as_u16();
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            (status, v["error"].as_str().unwrap_or_default().to_owned())
+        };
+        assert_eq!(
+            code(send("text/plain", None).await.unwrap()).await,
+            (415, "json_only".into())
+        );
+        assert_eq!(
+            code(
+                send("application/json", Some(("host", "rebound.example:8080")))
+                    .await
+                    .unwrap()
+            )
+            .await,
+            (421, "wrong_host".into())
+        );
+        assert_eq!(
+            code(
+                send("application/json", Some(("origin", "https://evil.example")))
+                    .await
+                    .unwrap()
+            )
+            .await,
+            (403, "foreign_origin".into())
+        );
+        let r = send("application/json", Some(("origin", own.as_str())))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    });
+}
+
 #[test]
 fn serve_beyond_loopback_without_a_token_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();

@@ -98,10 +98,9 @@ pub fn document() -> Value {
             "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "text exposition format" } } } },
             "/openapi.json": { "get": { "summary": "this document", "responses": { "200": { "description": "OpenAPI 3.1" } } } },
             "/v1/sql": { "post": {
-                "summary": "one read-only SQL query (SELECT or EXPLAIN) over the tables and views; the answer's format follows Accept: application/json (default), text/csv, application/vnd.apache.arrow.stream. Served by `hexroad serve`; needs `Authorization: Bearer <sql.token>` when a token is configured",
+                "summary": "one read-only SQL query (SELECT or EXPLAIN) over the tables and views; the answer's format follows Accept: application/json (default), text/csv, application/vnd.apache.arrow.stream. Served by `hexroad serve`; needs `Authorization: Bearer <sql.token>` when a token is configured; JSON bodies only (415 otherwise), and the Host must be the server's public host and any Origin its own",
                 "requestBody": { "required": true, "content": {
-                    "application/json": { "schema": { "type": "object", "required": ["query"], "properties": { "query": { "type": "string" } } } },
-                    "text/plain": { "schema": { "type": "string" } }
+                    "application/json": { "schema": { "type": "object", "required": ["query"], "properties": { "query": { "type": "string" } } } }
                 } },
                 "responses": {
                     "200": { "description": "the rows" },

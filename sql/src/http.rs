@@ -24,6 +24,9 @@ pub struct SqlService {
     pub token: Option<String>,
     /// Shared by both transports: the concurrent-query limit is one limit.
     pub pool: crate::QueryPool,
+    /// The server's public `host[:port]`: HTTP queries addressed to another
+    /// host, or sent by another origin's page, are refused.
+    pub authority: Option<String>,
 }
 
 impl SqlService {
@@ -84,31 +87,30 @@ async fn bearer(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> 
 }
 
 async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let query = if headers
+    if let Err(refusal) = check_browser_headers(&headers, shared.service.authority.as_deref()) {
+        return refusal;
+    }
+    // JSON only: a form or `text/plain` body is what another site's page
+    // can send without asking, so it is never a query.
+    let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"))
-    {
-        match serde_json::from_slice::<Body>(&body) {
-            Ok(b) => b.query,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("the body must be {{\"query\": \"SELECT …\"}}: {e}"),
-                );
-            }
-        }
-    } else {
-        match String::from_utf8(body.to_vec()) {
-            Ok(q) => q,
-            Err(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "the query is not UTF-8",
-                );
-            }
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "json_only",
+            "POST /v1/sql takes Content-Type: application/json, {\"query\": \"SELECT …\"}",
+        );
+    }
+    let query = match serde_json::from_slice::<Body>(&body) {
+        Ok(b) => b.query,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("the body must be {{\"query\": \"SELECT …\"}}: {e}"),
+            );
         }
     };
     let accept = headers
@@ -158,6 +160,40 @@ async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
         Ok(text) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
         Err(e) => ApiError::internal("POST /v1/sql: rendering the answer", &e).into_response(),
     }
+}
+
+/// Refuses a request addressed to another host (DNS rebinding: a name the
+/// attacker controls pointed at this server) or sent from another site's
+/// page (`Origin`). `authority` is the server's public `host[:port]`; with
+/// none configured only the Origin check applies.
+fn check_browser_headers(headers: &HeaderMap, authority: Option<&str>) -> Result<(), Response> {
+    let Some(authority) = authority else {
+        return Ok(());
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !host.eq_ignore_ascii_case(authority) {
+        return Err(error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "wrong_host",
+            format!("this server answers SQL for {authority:?}, not {host:?}"),
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let same = origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(authority));
+        if !same {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "foreign_origin",
+                format!("queries from pages of {origin:?} are refused"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn query_error(e: &Error) -> Response {
