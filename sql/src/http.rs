@@ -88,7 +88,7 @@ async fn bearer(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> 
 
 async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(refusal) = check_browser_headers(&headers, shared.service.authority.as_deref()) {
-        return refusal;
+        return refusal.into_response();
     }
     // JSON only: a form or `text/plain` body is what another site's page
     // can send without asking, so it is never a query.
@@ -166,7 +166,7 @@ async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
 /// attacker controls pointed at this server) or sent from another site's
 /// page (`Origin`). `authority` is the server's public `host[:port]`; with
 /// none configured only the Origin check applies.
-fn check_browser_headers(headers: &HeaderMap, authority: Option<&str>) -> Result<(), Response> {
+fn check_browser_headers(headers: &HeaderMap, authority: Option<&str>) -> Result<(), ApiError> {
     let Some(authority) = authority else {
         return Ok(());
     };
@@ -175,7 +175,7 @@ fn check_browser_headers(headers: &HeaderMap, authority: Option<&str>) -> Result
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     if !host.eq_ignore_ascii_case(authority) {
-        return Err(error(
+        return Err(ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
             "wrong_host",
             format!("this server answers SQL for {authority:?}, not {host:?}"),
@@ -186,7 +186,7 @@ fn check_browser_headers(headers: &HeaderMap, authority: Option<&str>) -> Result
             .split_once("://")
             .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(authority));
         if !same {
-            return Err(error(
+            return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "foreign_origin",
                 format!("queries from pages of {origin:?} are refused"),
