@@ -94,13 +94,20 @@ async fn compute(args: &EpochArgs) -> Result<(Outcome, Ledger, RewardConfig, Arc
             .await
             .with_context(|| format!("opening data location {}", settings.data))?,
     );
+    let paid = lake
+        .paid_epochs()
+        .await
+        .context("reading the epochs already paid")?;
+    epoch
+        .check_against_paid(paid.iter().map(String::as_str))
+        .map_err(anyhow::Error::msg)?;
     let snapshot = lake
         .snapshot_as_of(close)
         .await
         .with_context(|| format!("reading the tables as of {}", close.to_rfc3339()))?;
     let versions = snapshot.versions().to_vec();
     let outcome = job::run(&snapshot, &epoch, &config, &regions).await?;
-    let ledger = Ledger::new(
+    let mut ledger = Ledger::new(
         &epoch.id,
         config.budget,
         outcome
@@ -114,6 +121,7 @@ async fn compute(args: &EpochArgs) -> Result<(Outcome, Ledger, RewardConfig, Arc
             .collect(),
         close.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     );
+    ledger.settings_sha256 = config.fingerprint().0;
     Ok((outcome, ledger, config, lake))
 }
 
@@ -125,11 +133,25 @@ async fn run_epoch(args: RunArgs) -> Result<()> {
     // The rows first (each table at most once per epoch), the ledger last.
     let rewards =
         hexroad_rewards::tables::rewards_batch(&outcome, ledger.table_version, closed_at)?;
-    lake.commit_epoch_rows(hexroad_lake::TableName::Rewards, &ledger.epoch, rewards)
-        .await?;
+    let settings = config.fingerprint().1;
     let flags = hexroad_rewards::tables::fraud_flags_batch(&outcome, closed_at)?;
-    lake.commit_epoch_rows(hexroad_lake::TableName::FraudFlags, &ledger.epoch, flags)
-        .await?;
+    for (table, rows) in [
+        (hexroad_lake::TableName::Rewards, rewards),
+        (hexroad_lake::TableName::FraudFlags, flags),
+    ] {
+        let done = lake
+            .commit_epoch_rows(table, &ledger.epoch, settings, rows)
+            .await?;
+        if let hexroad_lake::EpochRows::OtherSettings { .. } = done {
+            bail!(
+                "epoch {} was paid under other reward settings; its rewards stand as paid. \
+                 Run it with the settings it was paid under (the ledger's settings_sha256 \
+                 is {} now)",
+                ledger.epoch,
+                ledger.settings_sha256
+            );
+        }
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     // The manifest last, atomically: a crashed run leaves no ledger and can

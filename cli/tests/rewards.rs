@@ -10,7 +10,7 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::Value;
 
 mod common;
-use common::{hexroad, python, root, sim, succeed, wait_processed};
+use common::{hexroad, python, root, sim, sql, succeed, wait_processed};
 
 /// `hexroad epoch run`: its stdout and the ledger's bytes.
 fn epoch_run(data: &Path, epoch: &str, out: &Path) -> (String, Vec<u8>) {
@@ -205,6 +205,42 @@ fn an_epoch_pays_honest_drivers_not_spoofers_or_copiers_and_never_changes_once_c
         late, first,
         "uploads after the close do not change the ledger"
     );
+
+    // Issue 15: the same interval spelled another way is the same epoch,
+    // paid once; an overlapping one, or a rerun under other settings, is
+    // refused.
+    let spelled = format!(
+        "{}/{}",
+        start.to_rfc3339_opts(SecondsFormat::Secs, false),
+        end.to_rfc3339_opts(SecondsFormat::Secs, false)
+    );
+    assert_ne!(spelled, epoch);
+    let (_, same) = epoch_run(&data, &spelled, &dir.path().join("e"));
+    assert_eq!(same, first, "an equivalent id is the same epoch");
+    let refused = |epoch: &str, env: (&str, &str)| {
+        let out = hexroad(&["epoch", "run", "--epoch", epoch, "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(dir.path().join("f"))
+            .env("HEXROAD__REWARDS__GRACE", "0s")
+            .env("HEXROAD__REWARDS__CONTRIBUTOR_CAP_PCT", "100")
+            .env(env.0, env.1)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{epoch} was paid");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let overlapping = format!(
+        "{}/{}",
+        (start + chrono::Duration::minutes(1)).to_rfc3339_opts(SecondsFormat::Secs, true),
+        end.to_rfc3339_opts(SecondsFormat::Secs, true)
+    );
+    let why = refused(&overlapping, ("RUST_LOG", "warn"));
+    assert!(why.contains("overlaps epoch"), "{why}");
+    let why = refused(&epoch, ("HEXROAD__REWARDS__BUDGET", "12345"));
+    assert!(why.contains("other reward settings"), "{why}");
+    let rows = sql(&data, "SELECT count(DISTINCT epoch) AS n FROM rewards");
+    assert_eq!(rows[0]["n"], 1, "one epoch paid");
 
     // An epoch that has not closed yet is refused with its closing time.
     let open = hexroad(&["epoch", "run", "--epoch", "2999-W01", "--out"])

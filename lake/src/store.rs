@@ -55,6 +55,18 @@ impl From<&UploadRecord> for UploadSummary {
     }
 }
 
+/// What [`Lake::commit_epoch_rows`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochRows {
+    /// The rows are in, now.
+    Written,
+    /// They were already in, under the same settings: nothing added.
+    AlreadyWritten,
+    /// They were already in under other reward settings (their
+    /// fingerprint); nothing added.
+    OtherSettings { stored: i64 },
+}
+
 /// Which uploads each table already holds rows of, rebuilt from the tables
 /// at open. This is what makes appends idempotent without rescanning.
 #[derive(Default)]
@@ -232,37 +244,51 @@ impl Lake {
     /// `Ok(false)` says so. This is what makes a retried or raced upload
     /// yield every frame exactly once.
     pub async fn commit_frames(&self, upload: UploadId, batch: RecordBatch) -> Result<bool> {
-        self.commit_once(TableName::Frames, &format!("vision/{upload}"), batch)
-            .await
+        let done = self
+            .commit_once(TableName::Frames, &format!("vision/{upload}"), 1, batch)
+            .await?;
+        Ok(done.is_none())
     }
 
     /// Appends an epoch's rows to `rewards` or `fraud_flags` at most once
-    /// (application transaction `epoch/<id>`): running an epoch again adds
-    /// nothing, and a run that crashed between the two tables completes.
+    /// (application transaction `epoch/<id>`, its version the fingerprint
+    /// of the reward settings): running an epoch again adds nothing, a run
+    /// that crashed between the two tables completes, and a rerun under
+    /// other settings is told so instead of paying the epoch a second way.
     pub async fn commit_epoch_rows(
         &self,
         table: TableName,
         epoch: &str,
+        settings: i64,
         batch: RecordBatch,
-    ) -> Result<bool> {
+    ) -> Result<EpochRows> {
         if !matches!(table, TableName::Rewards | TableName::FraudFlags) {
             return Err(Error::Internal(format!(
                 "{} does not hold epoch rows",
                 table.as_str()
             )));
         }
-        self.commit_once(table, &format!("epoch/{epoch}"), batch)
-            .await
+        let done = self
+            .commit_once(table, &format!("epoch/{epoch}"), settings, batch)
+            .await?;
+        Ok(match done {
+            None => EpochRows::Written,
+            Some(stored) if stored == settings => EpochRows::AlreadyWritten,
+            Some(stored) => EpochRows::OtherSettings { stored },
+        })
     }
 
-    /// One commit carrying the application transaction `app_id`, unless a
-    /// commit with it is already in the log or lands concurrently.
+    /// One commit carrying the application transaction `app_id` at
+    /// `version`, unless a commit with it is already in the log or lands
+    /// concurrently: then `Some` of the version stored (`version` itself
+    /// when a concurrent one won).
     async fn commit_once(
         &self,
         table: TableName,
         app_id: &str,
+        version: i64,
         batch: RecordBatch,
-    ) -> Result<bool> {
+    ) -> Result<Option<i64>> {
         let delta_err = |source| Error::Delta {
             table: table.as_str(),
             source,
@@ -276,14 +302,13 @@ impl Lake {
             .map_err(delta_err)?
             .transaction_version(current.log_store().as_ref(), &app_id)
             .await
-            .map_err(delta_err)?
-            .is_some();
-        if done {
+            .map_err(delta_err)?;
+        if done.is_some() {
             *guard = current;
-            return Ok(false);
+            return Ok(done);
         }
         let properties = deltalake::kernel::transaction::CommitProperties::default()
-            .with_application_transaction(deltalake::kernel::Transaction::new(&app_id, 1));
+            .with_application_transaction(deltalake::kernel::Transaction::new(&app_id, version));
         match current
             .write(vec![batch])
             .with_save_mode(SaveMode::Append)
@@ -292,14 +317,14 @@ impl Lake {
         {
             Ok(updated) => {
                 *guard = updated;
-                Ok(true)
+                Ok(None)
             }
             Err(deltalake::DeltaTableError::Transaction {
                 source:
                     deltalake::kernel::transaction::TransactionError::CommitConflict(
                         deltalake::kernel::transaction::CommitConflictError::ConcurrentTransaction,
                     ),
-            }) => Ok(false),
+            }) => Ok(Some(version)),
             Err(source) => Err(delta_err(source)),
         }
     }

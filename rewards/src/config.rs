@@ -32,6 +32,19 @@ pub struct RewardConfig {
     pub fraud: FraudConfig,
 }
 
+impl RewardConfig {
+    /// The settings' sha256 (hex, over their JSON form), and the same as a
+    /// positive number for the lake's epoch transactions.
+    pub fn fingerprint(&self) -> (String, i64) {
+        use sha2::Digest;
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let digest = sha2::Sha256::digest(&json);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        (hex::encode(digest), i64::from_be_bytes(first) & i64::MAX)
+    }
+}
+
 impl Default for RewardConfig {
     fn default() -> Self {
         Self {

@@ -26,11 +26,7 @@ impl Epoch {
             if end <= start {
                 return Err(format!("epoch {id:?} ends before it starts"));
             }
-            return Ok(Self {
-                id: id.to_owned(),
-                start,
-                end,
-            });
+            return Ok(Self::from_interval(start, end));
         }
         let bad = || {
             format!("epoch {id:?}: expected an ISO week like 2026-W47, or START/END in RFC 3339")
@@ -46,6 +42,45 @@ impl Epoch {
             start,
             end: start + Duration::days(7),
         })
+    }
+
+    /// The epoch of `[start, end)` under its one canonical id: the ISO week
+    /// when it is one, else both ends in UTC to the second. Every way of
+    /// writing an interval names the same epoch, so it is paid once.
+    pub fn from_interval(start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
+        let week = Self::week_of(start);
+        if week.start == start && week.end == end {
+            return week;
+        }
+        let text = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        Self {
+            id: format!("{}/{}", text(start), text(end)),
+            start,
+            end,
+        }
+    }
+
+    /// Whether the two epochs pay for any instant twice.
+    pub fn overlaps(&self, other: &Self) -> bool {
+        self.start < other.end && other.start < self.end
+    }
+
+    /// Refuses an epoch that overlaps one already paid (a different
+    /// interval; the same one is a rerun, which pays nothing new).
+    pub fn check_against_paid<'a>(
+        &self,
+        paid: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), String> {
+        for id in paid {
+            let Ok(other) = Self::parse(id) else { continue };
+            if other.id != self.id && self.overlaps(&other) {
+                return Err(format!(
+                    "epoch {} overlaps epoch {}, already paid: an instant is paid once",
+                    self.id, other.id
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The ISO week containing `t`.
@@ -65,6 +100,36 @@ impl Epoch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 15: idempotence was keyed on the id as written, so a week and
+    /// the same interval in RFC 3339 paid the same week twice.
+    #[test]
+    fn every_spelling_of_an_epoch_is_one_id() {
+        let week = Epoch::parse("2026-W47").unwrap();
+        for spelling in [
+            "2026-11-16T00:00:00Z/2026-11-23T00:00:00Z",
+            "2026-11-16T02:00:00+02:00/2026-11-23T00:00:00.000Z",
+        ] {
+            assert_eq!(Epoch::parse(spelling).unwrap(), week, "{spelling}");
+        }
+        let day = Epoch::parse("2026-11-24T01:00:00+01:00/2026-11-25T00:00:00Z").unwrap();
+        assert_eq!(day.id, "2026-11-24T00:00:00Z/2026-11-25T00:00:00Z");
+        assert_eq!(Epoch::parse(&day.id).unwrap(), day);
+    }
+
+    /// Issue 15: overlapping intervals both paid.
+    #[test]
+    fn an_epoch_overlapping_a_paid_one_is_refused() {
+        let day = Epoch::parse("2026-11-17T00:00:00Z/2026-11-18T00:00:00Z").unwrap();
+        let e = day.check_against_paid(["2026-W47"]).unwrap_err();
+        assert!(e.contains("overlaps epoch 2026-W47"), "{e}");
+        assert!(
+            day.check_against_paid([day.id.as_str(), "2026-W48", "junk"])
+                .is_ok()
+        );
+        let next = Epoch::parse("2026-11-23T00:00:00Z/2026-11-24T00:00:00Z").unwrap();
+        assert!(next.check_against_paid(["2026-W47"]).is_ok(), "half-open");
+    }
 
     #[test]
     fn iso_weeks_start_on_monday_utc() {

@@ -18,6 +18,10 @@ pub struct Ledger {
     /// When the epoch closed (its end plus the grace period), RFC 3339.
     pub closed_at: String,
     pub merkle_root: String,
+    /// sha256 of the reward settings the epoch was computed under: a rerun
+    /// under other settings is refused rather than paying the epoch twice.
+    #[serde(default)]
+    pub settings_sha256: String,
     pub rewards: Vec<Reward>,
 }
 
@@ -61,6 +65,7 @@ impl Ledger {
             table_versions,
             closed_at,
             merkle_root: hex::encode(tree.root()),
+            settings_sha256: String::new(),
             rewards,
         }
     }

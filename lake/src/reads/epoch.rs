@@ -330,3 +330,23 @@ impl Snapshot {
         Ok(out)
     }
 }
+
+impl crate::Lake {
+    /// The ids of every epoch with rows in `rewards` or `fraud_flags`: the
+    /// epochs already paid, which a new one may not overlap.
+    pub async fn paid_epochs(&self) -> Result<Vec<String>> {
+        let batches = self
+            .read(
+                "SELECT DISTINCT epoch FROM rewards UNION SELECT DISTINCT epoch FROM fraud_flags",
+                Vec::new(),
+            )
+            .await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            out.extend(strings(b, "epoch")?);
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
