@@ -250,6 +250,24 @@ impl Lake {
         Ok(done.is_none())
     }
 
+    /// Whether an upload's frames are committed (its `vision/<upload>`
+    /// transaction is in the log): their images then belong to the table.
+    pub async fn frames_committed(&self, upload: UploadId) -> Result<bool> {
+        let delta_err = |source| Error::Delta {
+            table: TableName::Frames.as_str(),
+            source,
+        };
+        let mut current = self.tables[TableName::Frames.index()].lock().await.clone();
+        current.update_state().await.map_err(delta_err)?;
+        Ok(current
+            .snapshot()
+            .map_err(delta_err)?
+            .transaction_version(current.log_store().as_ref(), &format!("vision/{upload}"))
+            .await
+            .map_err(delta_err)?
+            .is_some())
+    }
+
     /// Appends an epoch's rows to `rewards` or `fraud_flags` at most once
     /// (application transaction `epoch/<id>`, its version the fingerprint
     /// of the reward settings): running an epoch again adds nothing, a run

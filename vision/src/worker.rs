@@ -139,7 +139,7 @@ impl Worker {
                 &self.lake.blobs(),
                 &self.claimant,
                 upload.upload_id,
-                now,
+                crate::claim::claim_time(now),
                 self.config.max_attempts,
             )
             .await?;
@@ -171,7 +171,10 @@ impl Worker {
                     worker: self.claimant.worker.clone(),
                     at: now,
                 },
-                (Claimed::Taken { .. }, None) => self.process(&upload, track, now).await,
+                (Claimed::Taken { attempt }, None) => {
+                    let _renewing = self.keep_renewed(upload.upload_id, attempt);
+                    self.process(&upload, track, now).await
+                }
             };
             match verdict.status {
                 ProcessingStatus::Processed => pass.processed += 1,
@@ -188,6 +191,22 @@ impl Worker {
             }
         }
         Ok(pass)
+    }
+
+    /// Renews the claim every third of a lease until the returned guard is
+    /// dropped, so an upload longer than a lease stays this worker's.
+    fn keep_renewed(&self, upload: UploadId, attempt: u32) -> AbortOnDrop {
+        let (store, who) = (self.lake.blobs(), self.claimant.clone());
+        let every = (self.config.lease / 3).max(std::time::Duration::from_secs(1));
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = crate::claim::renew(&store, &who, upload, attempt, Utc::now()).await
+                {
+                    warn!(upload_id = %upload, error = %e, "renewing a claim");
+                }
+            }
+        }))
     }
 
     /// Why ingest refused this video's GNSS track, if it did: no track will come.
@@ -362,10 +381,7 @@ impl Worker {
             Ok(rows) => Ok(rows),
             Err(failure) => {
                 let (e, written) = *failure;
-                // Nothing of a failed upload stays behind, even anonymized.
-                for key in written {
-                    let _ = store.delete(&key).await;
-                }
+                discard_unowned(&self.lake, upload.upload_id, written).await;
                 Err(e)
             }
         }
@@ -402,5 +418,102 @@ impl Worker {
             index.insert(frame.cell, frame.frame_id, frame.phash);
         }
         Ok(index)
+    }
+}
+
+/// Stops a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Removes the JPEGs a failed attempt wrote, so nothing of a failed upload
+/// stays behind, unless another worker's commit for the same upload now
+/// owns them (frame ids, and so keys, are the same in every attempt).
+pub(crate) async fn discard_unowned(lake: &Lake, upload: UploadId, written: Vec<StorePath>) {
+    match lake.frames_committed(upload).await {
+        Ok(false) => {
+            let store = lake.blobs();
+            for key in written {
+                let _ = store.delete(&key).await;
+            }
+        }
+        Ok(true) => info!(%upload, "a racing worker committed this upload; its images stay"),
+        Err(e) => {
+            warn!(%upload, error = %e, "could not tell whether the images are committed; kept")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hexroad_lake::object_store::PutPayload;
+    use hexroad_wire::{ContributorId, DeviceId, FrameId};
+
+    use super::*;
+
+    fn frame(upload: UploadId) -> FrameRecord {
+        let frame_id = FrameId::from_bytes([3; 16]);
+        FrameRecord {
+            frame_id,
+            upload_id: upload,
+            device_id: DeviceId::from_public_key(&[1; 32]),
+            contributor_id: "c".parse::<ContributorId>().unwrap(),
+            ts: Utc::now(),
+            lat: 60.17,
+            lon: 24.94,
+            heading: 0.0,
+            speed: 5.0,
+            cell: hexroad_wire::grid::cell_at(60.17, 24.94).unwrap().into(),
+            image_key: Some(frame_id.image_key()),
+            width: 16,
+            height: 16,
+            image_bytes: 5,
+            faces_blurred: 0,
+            plates_blurred: 0,
+            phash: 0,
+            quality: 1.0,
+            sharpness: 1.0,
+            dedupe_of: None,
+            dedupe_reason: None,
+            model_versions: "test".into(),
+            processed_at: Utc::now(),
+        }
+    }
+
+    /// Issue 15: a worker whose attempt failed deleted the JPEGs it wrote,
+    /// even when a racing worker had committed the same upload (same frame
+    /// ids, same keys): published frames lost their images. Committed
+    /// images stay; uncommitted ones go.
+    #[tokio::test]
+    async fn a_failed_racer_does_not_delete_committed_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(&dir.path().to_string_lossy()).await.unwrap();
+        let (won, lost) = (UploadId::new_random(), UploadId::new_random());
+        let store = lake.blobs();
+        let mut keys = Vec::new();
+        for upload in [won, lost] {
+            let key = StorePath::from(format!("frames/{upload}.jpg"));
+            store
+                .put(&key, PutPayload::from_static(b"jpeg"))
+                .await
+                .unwrap();
+            keys.push(key);
+        }
+        let batch = schema::frames_batch(&[frame(won)]).unwrap();
+        assert!(lake.commit_frames(won, batch).await.unwrap());
+        discard_unowned(&lake, won, vec![keys[0].clone()]).await;
+        discard_unowned(&lake, lost, vec![keys[1].clone()]).await;
+        assert!(
+            store.head(&keys[0]).await.is_ok(),
+            "a committed image was deleted"
+        );
+        assert!(
+            store.head(&keys[1]).await.is_err(),
+            "an orphaned image was kept"
+        );
     }
 }
