@@ -396,7 +396,7 @@ impl Lake {
     }
 
     /// Stores one upload's rows: GNSS and telemetry first, the `uploads` row
-    /// last, each in its own Delta commit.
+    /// last, each in its own Delta commit at most once per table.
     ///
     /// Idempotent: rows already present for this upload id are not written
     /// again, so a crash between commits is repaired by calling this again,
@@ -412,6 +412,11 @@ impl Lake {
     ) -> Result<CommitOutcome> {
         let _serial = self.commit_lock.lock().await;
         let id = record.upload_id;
+        // Each table's rows of this upload carry the application transaction
+        // `ingest/<upload>`: the table itself, not this process's memory,
+        // says whether they are in (another node, or a commit whose caller
+        // was cancelled before it noted it).
+        let app = format!("ingest/{id}");
         let (stored, first_with_these_bytes, has_gnss, has_telemetry) = {
             let index = self.lock_index();
             let first = index
@@ -447,26 +452,31 @@ impl Lake {
         if record.status == UploadStatus::Accepted {
             if !gnss.is_empty() && !has_gnss {
                 let batch = schema::gnss_batch(id, &record.device_id, gnss)?;
-                self.append(TableName::Gnss, batch).await?;
+                self.commit_once(TableName::Gnss, &app, 1, batch).await?;
                 self.lock_index().gnss.insert(id);
             }
             if !telemetry.is_empty() && !has_telemetry {
                 let batch = schema::telemetry_batch(id, &record.device_id, telemetry)?;
-                self.append(TableName::Telemetry, batch).await?;
+                self.commit_once(TableName::Telemetry, &app, 1, batch)
+                    .await?;
                 self.lock_index().telemetry.insert(id);
             }
         }
-        self.append(
-            TableName::Uploads,
-            schema::uploads_batch(std::slice::from_ref(&record))?,
-        )
-        .await?;
+        let batch = schema::uploads_batch(std::slice::from_ref(&record))?;
+        let already = self
+            .commit_once(TableName::Uploads, &app, 1, batch)
+            .await?
+            .is_some();
         let mut index = self.lock_index();
         if record.status == UploadStatus::Accepted {
             index.accepted_by_sha.insert(record.sha256.clone(), id);
         }
         index.uploads.insert(id, UploadSummary::from(&record));
-        Ok(CommitOutcome::Committed(record))
+        Ok(if already {
+            CommitOutcome::AlreadyStored(UploadSummary::from(&record))
+        } else {
+            CommitOutcome::Committed(record)
+        })
     }
 }
 

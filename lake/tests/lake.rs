@@ -122,3 +122,34 @@ async fn malformed_sql_is_an_error_naming_the_problem() {
     let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
     assert!(chain.contains("SELEC"), "{chain}");
 }
+
+/// Issue 15: whether an upload's rows were in was known from memory only,
+/// so a second node (or a commit whose caller was cancelled before noting
+/// it) appended them again. The table's own transaction log says now.
+#[tokio::test]
+async fn a_node_that_did_not_see_a_commit_adds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_string_lossy().to_string();
+    let first = Lake::open(&root).await.unwrap();
+    // Opened before the commit: its memory knows nothing of it.
+    let second = Lake::open(&root).await.unwrap();
+    let id = UploadId::new_random();
+    let sha = "b".repeat(64);
+    let fixes = points(5);
+    let out = first
+        .commit_upload(record(id, 1, &sha), &fixes, &[])
+        .await
+        .unwrap();
+    assert!(matches!(out, CommitOutcome::Committed(_)));
+    let again = second
+        .commit_upload(record(id, 1, &sha), &fixes, &[])
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, CommitOutcome::AlreadyStored(_)),
+        "{again:?}"
+    );
+    let fresh = Lake::open(&root).await.unwrap();
+    assert_eq!(count(&fresh, "SELECT count(*) FROM gnss").await, 5);
+    assert_eq!(count(&fresh, "SELECT count(*) FROM uploads").await, 1);
+}
