@@ -109,7 +109,9 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let router = router.clone();
-                async move { Ok::<_, Infallible>(answer(router, req, limits.request_timeout).await) }
+                async move {
+                    Ok::<_, Infallible>(answer(router, req, peer, limits.request_timeout).await)
+                }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -143,9 +145,18 @@ pub async fn serve(
 }
 
 /// Runs one request through the router, answering 408 if it outlives the
-/// request timeout (the handler is dropped, releasing what it held).
-async fn answer(router: Router, req: Request<Incoming>, limit: Duration) -> Response {
-    match tokio::time::timeout(limit, router.oneshot(req.map(Body::new))).await {
+/// request timeout (the handler is dropped, releasing what it held). The
+/// peer's address rides along as axum's `ConnectInfo`.
+async fn answer(
+    router: Router,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+    limit: Duration,
+) -> Response {
+    let mut req = req.map(Body::new);
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    match tokio::time::timeout(limit, router.oneshot(req)).await {
         Ok(Ok(response)) => response,
         Ok(Err(never)) => match never {},
         Err(_) => ApiError::new(

@@ -70,7 +70,17 @@ impl Ingest {
         let limits = Limits::new(
             (config.requests_per_second, config.request_burst),
             config.max_concurrent_patches,
-            (config.registrations_per_second, config.registration_burst),
+            crate::limits::RegistrationRates {
+                service: (config.registrations_per_second, config.registration_burst),
+                address: (
+                    config.address_registrations_per_second,
+                    config.address_registration_burst,
+                ),
+                contributor: (
+                    config.contributor_registrations_per_second,
+                    config.contributor_registration_burst,
+                ),
+            },
         );
         Ok(Arc::new(Self {
             lake,

@@ -35,6 +35,14 @@ pub struct IngestConfig {
     pub registrations_per_second: f64,
     /// Registrations allowed in a burst above that rate.
     pub registration_burst: f64,
+    /// New devices one source address registers per second, sustained, and
+    /// in a burst: one host cannot use up the service's rate.
+    pub address_registrations_per_second: f64,
+    pub address_registration_burst: f64,
+    /// New devices one contributor registers per second, sustained, and in
+    /// a burst: one account cannot mint devices without end.
+    pub contributor_registrations_per_second: f64,
+    pub contributor_registration_burst: f64,
     /// `PATCH` requests a device may have in flight at once.
     pub max_concurrent_patches: usize,
     /// Created-but-unfinished uploads a device may hold at once.
@@ -135,6 +143,10 @@ impl Default for IngestConfig {
             request_burst: 200.0,
             registrations_per_second: 2.0,
             registration_burst: 100.0,
+            address_registrations_per_second: 0.2,
+            address_registration_burst: 50.0,
+            contributor_registrations_per_second: 1.0 / 60.0,
+            contributor_registration_burst: 20.0,
             max_concurrent_patches: 4,
             max_open_uploads: 64,
             max_device_staged_bytes: 16 << 30,
@@ -236,6 +248,24 @@ impl IngestConfig {
             "max_held_nonces",
             "must be at least 1",
         )?;
+        for (key, rate, burst) in [
+            (
+                "address_registrations_per_second",
+                self.address_registrations_per_second,
+                self.address_registration_burst,
+            ),
+            (
+                "contributor_registrations_per_second",
+                self.contributor_registrations_per_second,
+                self.contributor_registration_burst,
+            ),
+        ] {
+            require(
+                rate.is_finite() && rate > 0.0 && burst.is_finite() && burst >= 1.0,
+                key,
+                "must be a positive rate, with a burst of at least 1",
+            )?;
+        }
         let m = &self.media;
         require(m.max_width > 0, "media.max_width", "must be positive")?;
         require(m.max_height > 0, "media.max_height", "must be positive")?;

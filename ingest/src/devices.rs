@@ -75,7 +75,13 @@ pub async fn register(
     let _one_at_a_time = state.registration.lock().await;
     let existing = state.device(&device);
     if existing.is_none() {
-        state.limits.take_registration(std::time::Instant::now())?;
+        let address = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        state
+            .limits
+            .take_registration_from(address, &contributor, std::time::Instant::now())?;
     }
     if let Some(existing) = existing {
         if existing.status == DeviceStatus::Revoked {

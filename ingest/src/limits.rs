@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use hexroad_wire::DeviceId;
+use hexroad_wire::{ContributorId, DeviceId};
 
 use crate::ApiError;
 
@@ -43,17 +43,65 @@ impl Bucket {
 /// bucket is what a new one would be, so forgetting it changes nothing.
 const KEPT_BUCKETS: usize = 100_000;
 
-/// Rate and concurrency limits for every device.
-pub struct Limits {
+/// A token bucket per key (device, address, contributor), with full ones
+/// forgotten past [`KEPT_BUCKETS`] so the map stays bounded.
+pub struct KeyedBuckets<K> {
     rate: f64,
     burst: f64,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> KeyedBuckets<K> {
+    pub fn new((rate, burst): (f64, f64)) -> Self {
+        Self {
+            rate,
+            burst,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a token for `key`, or says how many seconds until one is there.
+    pub fn take(&self, key: &K, now: Instant) -> Result<(), u64> {
+        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= KEPT_BUCKETS {
+            let (rate, burst) = (self.rate, self.burst);
+            map.retain(|_, b| {
+                b.refill(now, rate, burst);
+                b.tokens < burst
+            });
+        }
+        map.entry(key.clone())
+            .or_insert_with(|| Bucket::full(self.burst, now))
+            .take(now, self.rate, self.burst)
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+}
+
+/// The registration limits: for the whole service, per source address and
+/// per contributor, as (per second, burst).
+#[derive(Debug, Clone, Copy)]
+pub struct RegistrationRates {
+    pub service: (f64, f64),
+    pub address: (f64, f64),
+    pub contributor: (f64, f64),
+}
+
+/// Rate and concurrency limits for every device.
+pub struct Limits {
+    requests: KeyedBuckets<DeviceId>,
     max_patches: usize,
-    buckets: Mutex<HashMap<DeviceId, Bucket>>,
     /// One bucket for all registrations: keys are free to make, so the
     /// rate of new devices is limited for the whole service.
     registration: Mutex<Bucket>,
     registration_rate: f64,
     registration_burst: f64,
+    /// Per source address: one host cannot take the whole service's rate.
+    registration_by_address: KeyedBuckets<std::net::IpAddr>,
+    /// Per contributor: one account cannot mint devices without end.
+    registration_by_contributor: KeyedBuckets<ContributorId>,
     patches: Arc<Mutex<HashMap<DeviceId, usize>>>,
 }
 
@@ -76,47 +124,72 @@ impl Drop for PatchSlot {
 }
 
 impl Limits {
-    pub fn new(
-        (rate, burst): (f64, f64),
-        max_patches: usize,
-        (registration_rate, registration_burst): (f64, f64),
-    ) -> Self {
+    pub fn new(requests: (f64, f64), max_patches: usize, registrations: RegistrationRates) -> Self {
+        let (registration_rate, registration_burst) = registrations.service;
         Self {
-            rate,
-            burst,
+            requests: KeyedBuckets::new(requests),
             max_patches,
-            buckets: Mutex::new(HashMap::new()),
             registration: Mutex::new(Bucket::full(registration_burst, Instant::now())),
             registration_rate,
             registration_burst,
+            registration_by_address: KeyedBuckets::new(registrations.address),
+            registration_by_contributor: KeyedBuckets::new(registrations.contributor),
             patches: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
     /// Takes one request token, or says how long to wait for one.
     pub fn take_request(&self, device: &DeviceId, now: Instant) -> Result<(), ApiError> {
-        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= KEPT_BUCKETS {
-            let (rate, burst) = (self.rate, self.burst);
-            map.retain(|_, b| {
-                b.refill(now, rate, burst);
-                b.tokens < burst
-            });
-        }
-        let bucket = map
-            .entry(device.clone())
-            .or_insert_with(|| Bucket::full(self.burst, now));
-        if let Err(wait) = bucket.take(now, self.rate, self.burst) {
-            return Err(ApiError::too_many(
+        self.requests.take(device, now).map_err(|wait| {
+            ApiError::too_many(
                 "rate_limited",
                 format!(
                     "device {device} exceeded {} requests per second; retry after {wait} s",
-                    self.rate
+                    self.requests.rate()
                 ),
                 wait,
-            ));
+            )
+        })
+    }
+
+    /// Takes a registration token from the source address's bucket, then
+    /// the contributor's, then the service's.
+    pub fn take_registration_from(
+        &self,
+        address: Option<std::net::IpAddr>,
+        contributor: &ContributorId,
+        now: Instant,
+    ) -> Result<(), ApiError> {
+        let refused = |whose: String, rate: f64, wait: u64| {
+            ApiError::too_many(
+                "registration_rate_limited",
+                format!(
+                    "registrations {whose} are limited to {rate} per second; retry after {wait} s"
+                ),
+                wait,
+            )
+        };
+        if let Some(address) = address {
+            self.registration_by_address
+                .take(&address, now)
+                .map_err(|w| {
+                    refused(
+                        format!("from {address}"),
+                        self.registration_by_address.rate(),
+                        w,
+                    )
+                })?;
         }
-        Ok(())
+        self.registration_by_contributor
+            .take(contributor, now)
+            .map_err(|w| {
+                refused(
+                    format!("for contributor {contributor}"),
+                    self.registration_by_contributor.rate(),
+                    w,
+                )
+            })?;
+        self.take_registration(now)
     }
 
     /// Takes one of the service's registration tokens.
@@ -167,9 +240,17 @@ mod tests {
         DeviceId::from_public_key(&[1; 32])
     }
 
+    fn rates() -> RegistrationRates {
+        RegistrationRates {
+            service: (1.0, 1.0),
+            address: (1.0, 1.0),
+            contributor: (1.0, 1.0),
+        }
+    }
+
     #[test]
     fn bucket_refills_at_the_rate() {
-        let limits = Limits::new((2.0, 2.0), 1, (1.0, 1.0));
+        let limits = Limits::new((2.0, 2.0), 1, rates());
         let t0 = Instant::now();
         assert!(limits.take_request(&device(), t0).is_ok());
         assert!(limits.take_request(&device(), t0).is_ok());
@@ -184,7 +265,7 @@ mod tests {
 
     #[test]
     fn patch_slots_are_released_on_drop() {
-        let limits = Limits::new((1.0, 1.0), 1, (1.0, 1.0));
+        let limits = Limits::new((1.0, 1.0), 1, rates());
         let slot = limits.claim_patch(&device()).unwrap();
         assert!(limits.claim_patch(&device()).is_err());
         drop(slot);

@@ -315,3 +315,59 @@ async fn a_device_hanging_up_during_finish_leaves_it_finished_once() {
     assert_eq!(count(&s, "SELECT count(*) FROM uploads").await, 1);
     assert_eq!(count(&s, "SELECT count(*) FROM gnss").await, 20_000);
 }
+
+/// Issue 15: registration was limited for the whole service only, so one
+/// host (or one contributor id) could take all of it. Each source address
+/// and each contributor has its own bucket too.
+#[tokio::test]
+async fn registration_is_limited_per_address_and_per_contributor() {
+    let s = start(IngestConfig {
+        contributor_registrations_per_second: 0.001,
+        contributor_registration_burst: 2.0,
+        ..IngestConfig::default()
+    })
+    .await;
+    for seed in 80..82 {
+        assert_eq!(
+            register(&s, &Device::new(seed)).await.status,
+            StatusCode::CREATED
+        );
+    }
+    let r = register(&s, &Device::new(82)).await;
+    assert_error(
+        &r,
+        StatusCode::TOO_MANY_REQUESTS,
+        "registration_rate_limited",
+    );
+    assert!(
+        r.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("contributor alice")
+    );
+
+    let s = start(IngestConfig {
+        address_registrations_per_second: 0.001,
+        address_registration_burst: 2.0,
+        ..IngestConfig::default()
+    })
+    .await;
+    for seed in 83..85 {
+        assert_eq!(
+            register(&s, &Device::new(seed)).await.status,
+            StatusCode::CREATED
+        );
+    }
+    let r = register(&s, &Device::new(85)).await;
+    assert_error(
+        &r,
+        StatusCode::TOO_MANY_REQUESTS,
+        "registration_rate_limited",
+    );
+    assert!(
+        r.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("from 127.0.0.1")
+    );
+}
