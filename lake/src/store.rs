@@ -366,12 +366,60 @@ fn table_url(root: &Url, table: TableName) -> Url {
         .unwrap_or_else(|_| root.clone())
 }
 
+/// A power cut while a commit file was written can leave it empty or cut
+/// mid-line on a local folder; the table then cannot be opened at all. The
+/// last commit, if any of its lines is not whole JSON, never completed: it
+/// is renamed `<n>.json.truncated` (kept for a post-mortem) so the table
+/// opens at the version before it. Only the last one: an earlier broken
+/// commit is real damage and is left for the error it causes.
+fn set_aside_truncated_commit(log: &std::path::Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(log) else {
+        return Ok(());
+    };
+    let last = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| {
+            let version = p
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".json")?
+                .parse::<u64>()
+                .ok()?;
+            Some((version, p))
+        })
+        .max_by_key(|(v, _)| *v);
+    let Some((version, path)) = last else {
+        return Ok(());
+    };
+    let io = |source| Error::Io {
+        path: path.clone(),
+        source,
+    };
+    let text = std::fs::read(&path).map_err(io)?;
+    let whole = !text.is_empty()
+        && text
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .all(|line| serde_json::from_slice::<serde_json::Value>(line).is_ok());
+    if whole {
+        return Ok(());
+    }
+    let aside = path.with_extension("json.truncated");
+    std::fs::rename(&path, &aside).map_err(io)?;
+    tracing::warn!(commit = version, path = %aside.display(), "set aside a truncated last commit");
+    Ok(())
+}
+
 async fn open_or_create(root: &Url, name: TableName) -> Result<DeltaTable> {
     let url = table_url(root, name);
     if url.scheme() == "file"
         && let Ok(path) = url.to_file_path()
     {
-        std::fs::create_dir_all(&path).map_err(|source| Error::Io { path, source })?;
+        std::fs::create_dir_all(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        set_aside_truncated_commit(&path.join("_delta_log"))?;
     }
     let delta_err = |source| Error::Delta {
         table: name.as_str(),

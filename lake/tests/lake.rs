@@ -153,3 +153,42 @@ async fn a_node_that_did_not_see_a_commit_adds_nothing() {
     assert_eq!(count(&fresh, "SELECT count(*) FROM gnss").await, 5);
     assert_eq!(count(&fresh, "SELECT count(*) FROM uploads").await, 1);
 }
+
+/// Issue 15: a commit file cut by a power loss made its table unopenable.
+/// The truncated last commit is set aside at open, and the table opens at
+/// the version before it with everything acknowledged before.
+#[tokio::test]
+async fn a_truncated_last_commit_is_set_aside_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_string_lossy().to_string();
+    let lake = Lake::open(&root).await.unwrap();
+    let id = UploadId::new_random();
+    lake.commit_upload(record(id, 1, &"c".repeat(64)), &points(3), &[])
+        .await
+        .unwrap();
+    drop(lake);
+    let log = dir.path().join("tables/uploads/_delta_log");
+    let last = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .max()
+        .unwrap();
+    let whole = std::fs::read(&last).unwrap();
+    // The next commit, cut halfway.
+    let next = last.with_file_name(format!(
+        "{:020}.json",
+        last.file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            + 1
+    ));
+    std::fs::write(&next, &whole[..whole.len() / 2]).unwrap();
+    let lake = Lake::open(&root).await.unwrap();
+    assert_eq!(count(&lake, "SELECT count(*) FROM uploads").await, 1);
+    assert!(!next.exists());
+    assert!(next.with_extension("json.truncated").exists());
+}
