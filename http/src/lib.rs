@@ -126,6 +126,26 @@ pub fn chain(cause: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Whether `host` (a request's `Host`) names the server at `authority`: the
+/// same text, or, for a loopback server, any loopback name on its port
+/// (`localhost:8080` for `127.0.0.1:8080`). A name the attacker controls
+/// (DNS rebinding) is never loopback by name.
+pub fn same_host(host: &str, authority: &str) -> bool {
+    if host.eq_ignore_ascii_case(authority) {
+        return true;
+    }
+    let split = |a: &str| {
+        a.rsplit_once(':')
+            .filter(|(h, _)| !h.is_empty())
+            .map(|(h, p)| (h.to_ascii_lowercase(), p.to_owned()))
+    };
+    let loopback = |h: &str| matches!(h, "localhost" | "127.0.0.1" | "[::1]");
+    match (split(host), split(authority)) {
+        (Some((h, p)), Some((ah, ap))) => p == ap && loopback(&h) && loopback(&ah),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +191,16 @@ mod tests {
         assert_eq!(chain(&quiet), "reading x: disk full");
         let loud = Reading(std::io::Error::other("disk full"), true);
         assert_eq!(chain(&loud), "reading x: disk full");
+    }
+
+    #[test]
+    fn loopback_names_are_one_host_but_other_names_are_not() {
+        assert!(same_host("127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(same_host("localhost:8080", "127.0.0.1:8080"));
+        assert!(same_host("LOCALHOST:8080", "[::1]:8080"));
+        assert!(!same_host("localhost:9090", "127.0.0.1:8080"));
+        assert!(!same_host("rebound.example:8080", "127.0.0.1:8080"));
+        assert!(!same_host("localhost:8080", "map.example.org:8080"));
+        assert!(!same_host("", "127.0.0.1:8080"));
     }
 }

@@ -71,7 +71,7 @@ pub fn verify(parts: &Parts, expect: &Expect, required: &[&str]) -> Result<Verif
     let (created, nonce) = (chosen.created.unwrap_or_default(), chosen.nonce.clone());
     check_age(now.timestamp(), created, chosen.expires, max_age_s, skew_s)?;
     let host = component(parts, "@authority").unwrap_or_default();
-    if !host.eq_ignore_ascii_case(authority) {
+    if !hexroad_http::same_host(&host, authority) {
         return Err(ApiError::unauthorized(
             "wrong_authority",
             format!(

@@ -162,26 +162,6 @@ async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     }
 }
 
-/// Whether `host` (a request's `Host`) names the server at `authority`: the
-/// same text, or, for a loopback server, any loopback name on its port
-/// (`localhost:8080` for `127.0.0.1:8080`). A name the attacker controls
-/// (DNS rebinding) is never loopback by name.
-fn same_host(host: &str, authority: &str) -> bool {
-    if host.eq_ignore_ascii_case(authority) {
-        return true;
-    }
-    let split = |a: &str| {
-        a.rsplit_once(':')
-            .filter(|(h, _)| !h.is_empty())
-            .map(|(h, p)| (h.to_ascii_lowercase(), p.to_owned()))
-    };
-    let loopback = |h: &str| matches!(h, "localhost" | "127.0.0.1" | "[::1]");
-    match (split(host), split(authority)) {
-        (Some((h, p)), Some((ah, ap))) => p == ap && loopback(&h) && loopback(&ah),
-        _ => false,
-    }
-}
-
 /// Refuses a request addressed to another host (DNS rebinding: a name the
 /// attacker controls pointed at this server) or sent from another site's
 /// page (`Origin`). `authority` is the server's public `host[:port]`; with
@@ -194,7 +174,7 @@ fn check_browser_headers(headers: &HeaderMap, authority: Option<&str>) -> Result
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if !same_host(host, authority) {
+    if !hexroad_http::same_host(host, authority) {
         return Err(ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
             "wrong_host",
@@ -204,7 +184,7 @@ fn check_browser_headers(headers: &HeaderMap, authority: Option<&str>) -> Result
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         let same = origin
             .split_once("://")
-            .is_some_and(|(_, rest)| same_host(rest, authority));
+            .is_some_and(|(_, rest)| hexroad_http::same_host(rest, authority));
         if !same {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -226,20 +206,4 @@ fn query_error(e: &Error) -> Response {
         Refusal::Internal => return ApiError::internal("POST /v1/sql", e).into_response(),
     };
     error(status, refusal.code(), e.full_message())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_host;
-
-    #[test]
-    fn loopback_names_are_one_host_but_other_names_are_not() {
-        assert!(same_host("127.0.0.1:8080", "127.0.0.1:8080"));
-        assert!(same_host("localhost:8080", "127.0.0.1:8080"));
-        assert!(same_host("LOCALHOST:8080", "[::1]:8080"));
-        assert!(!same_host("localhost:9090", "127.0.0.1:8080"));
-        assert!(!same_host("rebound.example:8080", "127.0.0.1:8080"));
-        assert!(!same_host("localhost:8080", "map.example.org:8080"));
-        assert!(!same_host("", "127.0.0.1:8080"));
-    }
 }
