@@ -321,53 +321,36 @@ async fn a_device_hanging_up_during_finish_leaves_it_finished_once() {
 /// and each contributor has its own bucket too.
 #[tokio::test]
 async fn registration_is_limited_per_address_and_per_contributor() {
-    let s = start(IngestConfig {
+    let per_contributor = IngestConfig {
         contributor_registrations_per_second: 0.001,
         contributor_registration_burst: 2.0,
         ..IngestConfig::default()
-    })
-    .await;
-    for seed in 80..82 {
-        assert_eq!(
-            register(&s, &Device::new(seed)).await.status,
-            StatusCode::CREATED
-        );
-    }
-    let r = register(&s, &Device::new(82)).await;
-    assert_error(
-        &r,
-        StatusCode::TOO_MANY_REQUESTS,
-        "registration_rate_limited",
-    );
-    assert!(
-        r.json["message"]
-            .as_str()
-            .unwrap()
-            .contains("contributor alice")
-    );
-
-    let s = start(IngestConfig {
+    };
+    let per_address = IngestConfig {
         address_registrations_per_second: 0.001,
         address_registration_burst: 2.0,
         ..IngestConfig::default()
-    })
-    .await;
-    for seed in 83..85 {
-        assert_eq!(
-            register(&s, &Device::new(seed)).await.status,
-            StatusCode::CREATED
+    };
+    for (config, first_seed, named) in [
+        (per_contributor, 80, "contributor alice"),
+        (per_address, 83, "from 127.0.0.1"),
+    ] {
+        let s = start(config).await;
+        for seed in first_seed..first_seed + 2 {
+            assert_eq!(
+                register(&s, &Device::new(seed)).await.status,
+                StatusCode::CREATED
+            );
+        }
+        let r = register(&s, &Device::new(first_seed + 2)).await;
+        assert_error(
+            &r,
+            StatusCode::TOO_MANY_REQUESTS,
+            "registration_rate_limited",
+        );
+        assert!(
+            r.json["message"].as_str().unwrap().contains(named),
+            "{named}"
         );
     }
-    let r = register(&s, &Device::new(85)).await;
-    assert_error(
-        &r,
-        StatusCode::TOO_MANY_REQUESTS,
-        "registration_rate_limited",
-    );
-    assert!(
-        r.json["message"]
-            .as_str()
-            .unwrap()
-            .contains("from 127.0.0.1")
-    );
 }

@@ -120,16 +120,7 @@ fn client<'a>(
     key: &'a DeviceKey,
     stats: &'a Stats,
 ) -> DeviceClient<'a> {
-    DeviceClient {
-        http,
-        server: base,
-        key,
-        stats,
-        flaky: None,
-        chunk_size: 1 << 20,
-        retry_for: Duration::from_secs(20),
-        replayer: false,
-    }
+    super::common::device_client(http, base, key, stats, Duration::from_secs(20))
 }
 
 /// Honest uploads until the deadline: each one's time from creation to

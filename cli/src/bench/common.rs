@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use hexroad_dashcam_sim::{DeviceClient, DeviceKey, Stats};
 use hexroad_lake::Lake;
 
 /// The Python a bench runs its comparison in: `given`, `$HEXROAD_PYTHON`,
@@ -35,4 +36,25 @@ pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
 /// How many frame rows the lake holds.
 pub async fn count_frames(lake: &Lake) -> Result<u64> {
     Ok(lake.frame_count().await?)
+}
+
+/// A well-behaved device client for a benchmark: 1 MiB chunks, retrying
+/// for `retry_for`.
+pub fn device_client<'a>(
+    http: &'a reqwest::Client,
+    base: &'a str,
+    key: &'a DeviceKey,
+    stats: &'a Stats,
+    retry_for: Duration,
+) -> DeviceClient<'a> {
+    DeviceClient {
+        http,
+        server: base,
+        key,
+        stats,
+        flaky: None,
+        chunk_size: 1 << 20,
+        retry_for,
+        replayer: false,
+    }
 }

@@ -175,14 +175,5 @@ fn client<'a>(
     key: &'a DeviceKey,
     stats: &'a Stats,
 ) -> DeviceClient<'a> {
-    DeviceClient {
-        http,
-        server: base,
-        key,
-        stats,
-        flaky: None,
-        chunk_size: 1 << 20,
-        retry_for: Duration::from_secs(30),
-        replayer: false,
-    }
+    super::common::device_client(http, base, key, stats, Duration::from_secs(30))
 }
