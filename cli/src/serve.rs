@@ -61,14 +61,6 @@ pub async fn run(args: Args) -> Result<()> {
         .as_ref()
         .map(tokio::net::TcpListener::local_addr)
         .transpose()?;
-    for open in std::iter::once(addr).chain(flight_addr) {
-        if !open.ip().is_loopback() && sql.token.is_none() {
-            anyhow::bail!(
-                "listening on {open}, beyond loopback, needs a token for SQL: \
-                 set sql.token in the settings file or HEXROAD__SQL__TOKEN"
-            );
-        }
-    }
     let mut ingest_config = settings.ingest.clone();
     if ingest_config.public_authority.is_empty() {
         ingest_config.public_authority = public_authority(&settings.tiles.public_url, addr)?;

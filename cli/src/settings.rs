@@ -31,6 +31,22 @@ pub struct Settings {
     pub sql: SqlSettings,
     pub tiles: TilesConfig,
     pub rewards: RewardConfig,
+    pub privacy: PrivacySettings,
+}
+
+/// What is kept off every public surface (`[privacy]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacySettings {
+    /// Within this many metres of where a drive began or ended (homes,
+    /// workplaces) no frame is published and no fix drawn.
+    pub radius_m: f64,
+}
+
+impl Default for PrivacySettings {
+    fn default() -> Self {
+        Self { radius_m: 500.0 }
+    }
 }
 
 /// `POST /v1/sql` on the HTTP port and Arrow Flight SQL on its own.
@@ -39,8 +55,11 @@ pub struct Settings {
 pub struct SqlSettings {
     /// Where Flight SQL listens; empty turns it off.
     pub flight_listen: String,
-    /// Bearer token queries must carry; required when listening beyond loopback.
+    /// The operator's token: with it a query may name every table; without
+    /// it, only the public views. None set: only the public role exists.
     pub token: Option<String>,
+    /// Public aggregates (coverage cells) over fewer frames are left out.
+    pub public_min_count: u64,
     /// A query's time limit.
     #[serde(with = "hexroad_wire::settings::duration_text")]
     pub timeout: Duration,
@@ -61,6 +80,7 @@ impl Default for SqlSettings {
         Self {
             flight_listen: "127.0.0.1:50051".into(),
             token: None,
+            public_min_count: 3,
             timeout: Duration::from_secs(60),
             memory_mib: 1024,
             max_result_mib: 64,
@@ -113,6 +133,7 @@ impl SqlSettings {
         Ok(hexroad_sql::http::SqlService {
             limits: self.limits(Some(spill)),
             token: self.token.clone(),
+            public_min_count: self.public_min_count,
             pool: hexroad_sql::QueryPool::new(self.max_concurrent_queries, self.threads)
                 .context("starting the SQL query runtime")?,
             authority: None,
@@ -128,7 +149,13 @@ impl Settings {
         self.vision.validate().map_err(|e| e.within("vision"))?;
         self.sql.validate().map_err(|e| e.within("sql"))?;
         self.tiles.validate().map_err(|e| e.within("tiles"))?;
-        self.rewards.validate().map_err(|e| e.within("rewards"))
+        self.rewards.validate().map_err(|e| e.within("rewards"))?;
+        require(
+            self.privacy.radius_m.is_finite() && self.privacy.radius_m >= 0.0,
+            "radius_m",
+            "must be a number of metres, 0 or more",
+        )
+        .map_err(|e| e.within("privacy"))
     }
 }
 
@@ -157,6 +184,7 @@ impl Default for Settings {
             sql: SqlSettings::default(),
             tiles: TilesConfig::default(),
             rewards: RewardConfig::default(),
+            privacy: PrivacySettings::default(),
         }
     }
 }
@@ -197,9 +225,12 @@ pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) ->
             .try_fold(&defaults, |at, key| at.get(key.as_str()));
         table.insert(last.clone(), typed_like(default, &value));
     }
-    let settings: Settings = toml::Value::Table(doc)
+    let mut settings: Settings = toml::Value::Table(doc)
         .try_into()
         .context("invalid settings")?;
+    // One radius for every stage that publishes.
+    settings.tiles.privacy_radius_m = settings.privacy.radius_m;
+    settings.vision.privacy_radius_m = settings.privacy.radius_m;
     settings.validate()?;
     Ok(settings)
 }

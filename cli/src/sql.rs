@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, Result, bail};
 use hexroad_lake::arrow::array::RecordBatch;
-use hexroad_lake::{Lake, OutputFormat, QueryLimits, render_batches};
+use hexroad_lake::{Lake, OutputFormat, QueryLimits, Role, render_batches};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -44,7 +44,10 @@ enum Target {
 impl Target {
     async fn run(&self, query: &str) -> Result<Vec<RecordBatch>> {
         match self {
-            Self::Local(lake, limits) => Ok(lake.query_read_only(query, limits).await?.batches),
+            Self::Local(lake, limits) => Ok(lake
+                .query_read_only(query, limits, Role::Operator)
+                .await?
+                .batches),
             Self::Server { http, url, token } => {
                 let mut req = http
                     .post(url)

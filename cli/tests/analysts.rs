@@ -188,12 +188,59 @@ fn adbc_flight_sql_answers_as_hexroad_sql_and_the_notebooks_run() {
     );
     assert_eq!(delta_versions(&data), versions, "no table changed");
 
-    // The token is required; basic auth with the token as password works too.
-    let anonymous = adbc(&server.flight, "none", &["SELECT 1 AS one"]);
-    let message = anonymous["answers"][0]["error"]["message"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(message.contains("Unauthenticated"), "{anonymous}");
+    // Without credentials a caller is the public (issue 15): the public
+    // views only, and nothing in them names a device or a contributor.
+    let anonymous = adbc(
+        &server.flight,
+        "none",
+        &[
+            "SELECT * FROM frames ORDER BY frame_id",
+            "SELECT * FROM coverage ORDER BY cell",
+            "SELECT * FROM freshness ORDER BY cell",
+            "SELECT * FROM devices",
+            "SELECT * FROM gnss",
+        ],
+    );
+    let listed: Vec<&str> = anonymous["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    for name in ["coverage", "freshness", "frames"] {
+        assert!(listed.contains(&name), "{listed:?}");
+    }
+    let public = anonymous["answers"].to_string();
+    assert!(
+        !anonymous["answers"][0]["rows"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "published frames are public: {public}"
+    );
+    for raw in [3, 4] {
+        let message = anonymous["answers"][raw]["error"]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(message.contains("not found"), "{message}");
+    }
+    for row in cli(&data, "SELECT device_id, contributor_id FROM devices")
+        .as_array()
+        .unwrap()
+    {
+        for secret in [&row["device_id"], &row["contributor_id"]] {
+            let secret = secret.as_str().unwrap();
+            assert!(!public.contains(secret), "{secret} in a public answer");
+        }
+    }
+    for fix in cli(&data, "SELECT lat, lon FROM gnss").as_array().unwrap() {
+        let pair = format!("\"lat\":{},\"lon\":{}", fix["lat"], fix["lon"]);
+        assert!(
+            !public.contains(&pair),
+            "a raw fix {pair} in a public answer"
+        );
+    }
     let wrong = adbc(
         &server.flight,
         "bearer:not-the-token-at-all-no",

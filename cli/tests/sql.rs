@@ -120,7 +120,23 @@ fn post_v1_sql_answers_json_csv_and_arrow_and_refuses_what_it_must() {
         };
         let q = "SELECT h3_latlng_to_cell(60.17, 24.94, 9) AS cell, 'x' AS s UNION ALL SELECT h3_latlng_to_cell(0.5, 0.5, 9), 'y' ORDER BY s";
 
-        json_error(401, "unauthorized")(post(q, "application/json", false).await.unwrap()).await;
+        // Without credentials a caller is the public: the public views only.
+        json_error(400, "bad_query")(
+            post("SELECT count(*) FROM uploads", "application/json", false).await.unwrap(),
+        )
+        .await;
+        let r = post("SELECT count(*) AS n FROM coverage", "application/json", false).await.unwrap();
+        assert_eq!(r.status(), 200);
+        // Credentials that are not the operator's are refused outright.
+        let wrong = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .bearer_auth("not-the-operators-token-at-all")
+            .body(serde_json::json!({ "query": q }).to_string())
+            .send()
+            .await
+            .unwrap();
+        json_error(401, "unauthorized")(wrong).await;
 
         let r = post(q, "application/json", true).await.unwrap();
         assert_eq!(r.status(), 200);
@@ -303,29 +319,42 @@ fn sql_refuses_plain_bodies_foreign_hosts_and_origins() {
     });
 }
 
+/// Issue 15: the raw tables need the operator's token whatever the listen
+/// address (a reverse proxy makes every caller look local); with no token
+/// set the server still starts, and only the public role exists.
 #[test]
-fn serve_beyond_loopback_without_a_token_refuses_to_start() {
+fn without_a_token_only_the_public_views_answer() {
     let dir = tempfile::tempdir().unwrap();
-    for (http, flight) in [("0.0.0.0:0", "127.0.0.1:0"), ("127.0.0.1:0", "0.0.0.0:0")] {
-        let out = hexroad(&[
-            "serve",
-            "--listen",
-            http,
-            "--flight-listen",
-            flight,
-            "--data",
-        ])
-        .arg(dir.path().join("data"))
-        .env("HEXROAD__VISION__ENABLED", "false")
-        .output()
-        .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{http} {flight}");
-        assert!(
-            stderr.contains("0.0.0.0") && stderr.contains("needs a token"),
-            "{stderr}"
-        );
+    let server = common::serve(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        &[("HEXROAD__VISION__ENABLED", "false")],
+    );
+    let url = format!("{}/v1/sql", server.base);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ask = |query: &str, bearer: Option<&str>| {
+        runtime.block_on(async {
+            let mut req = reqwest::Client::new()
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(serde_json::json!({ "query": query }).to_string());
+            if let Some(token) = bearer {
+                req = req.bearer_auth(token);
+            }
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    let (status, body) = ask("SELECT count(*) AS n FROM coverage", None);
+    assert_eq!((status, body.trim()), (200, r#"[{"n":0}]"#));
+    for raw in ["devices", "uploads", "gnss", "telemetry", "fleet"] {
+        let (status, body) = ask(&format!("SELECT * FROM {raw}"), None);
+        assert_eq!(status, 400, "{raw}: {body}");
+        assert!(body.contains("not found"), "{body}");
     }
+    // No token is configured: nothing presented is the operator's.
+    let (status, body) = ask("SELECT * FROM devices", Some("any-token-of-sixteen-chars"));
+    assert_eq!(status, 401, "{body}");
 }
 
 #[test]
@@ -361,8 +390,15 @@ fn the_cli_asks_a_server_and_reads_queries_from_a_prompt() {
         "cell\n891126d338fffff\n"
     );
 
-    let refused = hexroad(&["sql", "--server", &server.base, q])
+    // Without the token the CLI is the public: no raw tables.
+    let public = hexroad(&["sql", "--server", &server.base, "SELECT * FROM uploads"])
         .env_remove("HEXROAD_SQL_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!public.status.success());
+    assert!(String::from_utf8_lossy(&public.stderr).contains("not found"));
+    let refused = hexroad(&["sql", "--server", &server.base, q])
+        .env("HEXROAD_SQL_TOKEN", "a-wrong-token-of-some-length")
         .output()
         .unwrap();
     assert!(!refused.status.success());

@@ -67,6 +67,10 @@ pub struct IngestConfig {
     /// Nonces held against replays, all devices together; past this,
     /// signed requests are refused (429) until old ones age out.
     pub max_held_nonces: usize,
+    /// Privacy zones one contributor may hold at once.
+    pub max_privacy_zones: usize,
+    /// The largest privacy zone's radius, metres.
+    pub max_zone_radius_m: f64,
     /// The most one upload's media may hold.
     pub media: MediaLimits,
 }
@@ -155,6 +159,8 @@ impl Default for IngestConfig {
             body_idle_timeout: Duration::from_secs(30),
             sweep_interval: Duration::from_secs(600),
             max_held_nonces: 1_000_000,
+            max_privacy_zones: 10,
+            max_zone_radius_m: 2000.0,
             media: MediaLimits::default(),
         }
     }
@@ -192,6 +198,12 @@ impl IngestConfig {
             self.request_burst.is_finite() && self.request_burst >= 1.0,
             "request_burst",
             "must be at least 1",
+        )?;
+        require(
+            self.max_zone_radius_m.is_finite()
+                && self.max_zone_radius_m >= crate::zones::MIN_ZONE_RADIUS_M,
+            "max_zone_radius_m",
+            "must be at least 50 metres",
         )?;
         require(
             self.max_concurrent_patches > 0,

@@ -116,7 +116,7 @@ pub async fn register(
     Ok((StatusCode::CREATED, record_json(&record)).into_response())
 }
 
-fn check_content_digest(parts: &Parts, body: &[u8]) -> Result<(), ApiError> {
+pub(crate) fn check_content_digest(parts: &Parts, body: &[u8]) -> Result<(), ApiError> {
     let declared = header_str(&parts.headers, "content-digest").unwrap_or_default();
     let expected = hexroad_wire::signature::content_digest(&Sha256::digest(body));
     let matches = declared

@@ -25,6 +25,7 @@ mod tus;
 pub mod tus_headers;
 mod uploads;
 mod validate;
+mod zones;
 
 pub use app::{Ingest, app};
 pub use config::{IngestConfig, MediaLimits};

@@ -34,6 +34,11 @@ fn common_errors(extra: &[(&str, &str)]) -> serde_json::Map<String, Value> {
 /// The document. Routes here and in `app` are checked against each other by a test.
 pub fn document() -> Value {
     let upload_id = json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } });
+    let zone_responses = common_errors(&[
+        ("201", "declared: the zone with its zone_id"),
+        ("400", "a position off the globe or a radius out of range"),
+        ("409", "too_many_zones: withdraw one first"),
+    ]);
     let mut patch_responses = common_errors(&[
         ("409", "Upload-Offset does not match the server's offset"),
         ("413", "the body runs past Upload-Length"),
@@ -98,14 +103,14 @@ pub fn document() -> Value {
             "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "text exposition format" } } } },
             "/openapi.json": { "get": { "summary": "this document", "responses": { "200": { "description": "OpenAPI 3.1" } } } },
             "/v1/sql": { "post": {
-                "summary": "one read-only SQL query (SELECT or EXPLAIN) over the tables and views; the answer's format follows Accept: application/json (default), text/csv, application/vnd.apache.arrow.stream. Served by `hexroad serve`; needs `Authorization: Bearer <sql.token>` when a token is configured; JSON bodies only (415 otherwise), and the Host must be the server's public host and any Origin its own",
+                "summary": "one read-only SQL query (SELECT or EXPLAIN) over the tables and views; the answer's format follows Accept: application/json (default), text/csv, application/vnd.apache.arrow.stream. Served by `hexroad serve`. Without Authorization the caller is the public: only the views coverage, freshness and frames (no device, upload or contributor ids, nothing inside privacy zones, coarsened times and positions, weekly pseudonyms); with `Authorization: Bearer <sql.token>` the operator: every table. JSON bodies only (415 otherwise), and the Host must be the server's public host and any Origin its own",
                 "requestBody": { "required": true, "content": {
                     "application/json": { "schema": { "type": "object", "required": ["query"], "properties": { "query": { "type": "string" } } } }
                 } },
                 "responses": {
                     "200": { "description": "the rows" },
                     "400": { "description": "bad_query or bad_request", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
-                    "401": { "description": "unauthorized: missing or wrong bearer token" },
+                    "401": { "description": "unauthorized: credentials that are not the operator's token" },
                     "403": { "description": "read_only: DDL, DML and SET are refused" },
                     "408": { "description": "query_timeout" },
                     "413": { "description": "memory_limit" }
@@ -122,6 +127,21 @@ pub fn document() -> Value {
                 "security": signed(),
                 "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
                 "responses": revoke_responses
+            } },
+            "/v1/privacy-zones": {
+                "post": {
+                    "summary": "declare a privacy zone for this device's contributor: nothing of theirs inside it is published (frames, track, coverage), already published frames included",
+                    "security": signed(),
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/PrivacyZone" } } } },
+                    "responses": zone_responses
+                },
+                "get": { "summary": "this contributor's active privacy zones", "security": signed(), "responses": common_errors(&[("200", "{\"zones\": [...]}")]) }
+            },
+            "/v1/privacy-zones/{id}": { "delete": {
+                "summary": "withdraw one of this contributor's privacy zones",
+                "security": signed(),
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } }],
+                "responses": common_errors(&[("204", "withdrawn"), ("404", "no such zone of this contributor")])
             } },
             "/v1/uploads": {
                 "options": { "summary": "tus capabilities", "responses": { "204": { "description": "Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm" } } },
@@ -155,6 +175,11 @@ fn components() -> Value {
         },
         "schemas": {
             "Error": { "type": "object", "required": ["error", "message"], "properties": { "error": { "type": "string" }, "message": { "type": "string" } } },
+            "PrivacyZone": { "type": "object", "required": ["lat", "lon", "radius_m"], "properties": {
+                "lat": { "type": "number" },
+                "lon": { "type": "number" },
+                "radius_m": { "type": "number", "description": "50 to ingest.max_zone_radius_m metres" }
+            } },
             "Registration": { "type": "object", "required": ["public_key", "contributor_id"], "properties": {
                 "public_key": { "type": "string", "description": "hex ed25519 public key; must equal the signature's keyid" },
                 "contributor_id": { "type": "string" },

@@ -13,12 +13,14 @@ pub mod columns;
 mod error;
 pub mod grid;
 pub mod h3sql;
+mod public;
 pub mod reads;
 mod records;
 pub mod schema;
 mod session;
 mod sql;
 mod store;
+mod trust;
 pub mod views;
 
 pub use error::{Error, Result};
@@ -31,6 +33,7 @@ pub use records::{
 use hexroad_wire::{
     ContributorId, DeviceId, FrameId, GnssPoint, TelemetrySample, UploadId, UploadKind,
 };
+pub use public::{PUBLIC_VIEWS, Role, pseudonym};
 pub use reads::map::{CoverageCell, DriveEnds, FramePoint, TrackFix};
 pub use reads::vision::{PendingUpload, PublishedHash};
 pub use reads::{BoundingBox, Snapshot};
@@ -39,6 +42,7 @@ pub use sql::{
     OutputFormat, QueryLimits, QueryOutput, Refusal, render_batches, render_batches_within,
 };
 pub use store::{CommitOutcome, EpochRows, Lake, UploadSummary, root_url};
+pub use trust::{ContributorKey, Enrolment, PrivacyZone, PrivacyZones};
 
 /// The store crates, as `lake` uses them, so every crate names one version.
 pub use deltalake::{arrow, datafusion};

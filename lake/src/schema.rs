@@ -30,10 +30,18 @@ pub enum TableName {
     Rewards,
     /// The fraud rules' findings per epoch, with their evidence.
     FraudFlags,
+    /// Areas (a home, a workplace) where nothing of a contributor's is
+    /// published; latest row per zone wins.
+    PrivacyZones,
+    /// Contributor accounts: each one's signing key, latest row wins.
+    Contributors,
+    /// What vouched for each registration: the manufacturer's attestation,
+    /// the contributor's signature binding the device.
+    Enrolments,
 }
 
 impl TableName {
-    pub const ALL: [TableName; 8] = [
+    pub const ALL: [TableName; 11] = [
         Self::Devices,
         Self::Uploads,
         Self::Gnss,
@@ -42,6 +50,9 @@ impl TableName {
         Self::Processing,
         Self::Rewards,
         Self::FraudFlags,
+        Self::PrivacyZones,
+        Self::Contributors,
+        Self::Enrolments,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +65,9 @@ impl TableName {
             Self::Processing => "processing",
             Self::Rewards => "rewards",
             Self::FraudFlags => "fraud_flags",
+            Self::PrivacyZones => "privacy_zones",
+            Self::Contributors => "contributors",
+            Self::Enrolments => "enrolments",
         }
     }
 
@@ -178,6 +192,33 @@ pub fn stored_schema(table: TableName) -> SchemaRef {
             utf8("rule", false),
             utf8("detail", false),
             Field::new("closed_at", ts(), false),
+        ],
+        TableName::PrivacyZones => vec![
+            utf8("zone_id", false),
+            utf8("contributor_id", false),
+            // The device that declared it.
+            utf8("device_id", false),
+            f64_field("lat", false),
+            f64_field("lon", false),
+            f64_field("radius_m", false),
+            utf8("status", false),
+            Field::new("changed_at", ts(), false),
+        ],
+        TableName::Contributors => vec![
+            utf8("contributor_id", false),
+            // Hex of the account's ed25519 public key.
+            utf8("public_key", false),
+            Field::new("changed_at", ts(), false),
+        ],
+        TableName::Enrolments => vec![
+            utf8("device_id", false),
+            utf8("contributor_id", false),
+            // Set when a trusted manufacturer's key attested the device.
+            utf8("manufacturer", true),
+            utf8("serial", true),
+            // Whether the contributor's key signed the binding.
+            Field::new("bound", DataType::Boolean, false),
+            Field::new("at", ts(), false),
         ],
     };
     Arc::new(Schema::new(fields))

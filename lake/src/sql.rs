@@ -4,8 +4,9 @@ use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::util::pretty::pretty_format_batches;
 use deltalake::datafusion::dataframe::DataFrame;
+use deltalake::datafusion::prelude::SessionContext;
 
-use crate::{Error, Lake, Result};
+use crate::{Error, Lake, Result, Role};
 
 /// How `hexroad sql` prints a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -90,10 +91,17 @@ impl Lake {
     /// read-only (no DDL, DML or `SET`), within `limits`' time and memory.
     /// The answer is counted as it streams in and refused once it passes
     /// `limits.max_result_bytes`, before it is all held.
-    pub async fn query_read_only(&self, sql: &str, limits: &QueryLimits) -> Result<QueryOutput> {
+    /// `role` says what the query may name: the public views, or
+    /// everything.
+    pub async fn query_read_only(
+        &self,
+        sql: &str,
+        limits: &QueryLimits,
+        role: Role,
+    ) -> Result<QueryOutput> {
         use futures::StreamExt;
         within(limits, async {
-            let frame = self.plan_read_only(sql, limits).await?;
+            let frame = self.plan_read_only(sql, limits, role).await?;
             let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
             let mut stream = frame.execute_stream().await?;
             let (mut batches, mut held) = (Vec::new(), 0usize);
@@ -114,9 +122,14 @@ impl Lake {
 
     /// The schema a query from outside would answer with, without running
     /// it; refuses what [`Lake::query_read_only`] refuses.
-    pub async fn schema_read_only(&self, sql: &str, limits: &QueryLimits) -> Result<SchemaRef> {
+    pub async fn schema_read_only(
+        &self,
+        sql: &str,
+        limits: &QueryLimits,
+        role: Role,
+    ) -> Result<SchemaRef> {
         within(limits, async {
-            let frame = self.plan_read_only(sql, limits).await?;
+            let frame = self.plan_read_only(sql, limits, role).await?;
             Ok(std::sync::Arc::new(frame.schema().as_arrow().clone()))
         })
         .await
@@ -125,11 +138,16 @@ impl Lake {
     /// Parses and plans a query from outside in a session of its own whose
     /// memory pool is `limits.memory_bytes`, spilling at most
     /// `limits.max_spill_bytes` into `limits.spill_dir`.
-    async fn plan_read_only(&self, sql: &str, limits: &QueryLimits) -> Result<DataFrame> {
+    async fn plan_read_only(
+        &self,
+        sql: &str,
+        limits: &QueryLimits,
+        role: Role,
+    ) -> Result<DataFrame> {
         use deltalake::datafusion::execution::SessionStateBuilder;
         use deltalake::datafusion::execution::memory_pool::FairSpillPool;
         use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
-        use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
+        use deltalake::datafusion::prelude::SessionConfig;
         use deltalake::datafusion::sql::parser::{DFParser, Statement};
 
         // Refuse anything but queries before planning, with a message that
@@ -169,12 +187,53 @@ impl Lake {
             .build();
         let ctx = SessionContext::new_with_state(state);
         crate::h3sql::register(&ctx);
-        self.register_tables(&ctx).await?;
+        match role {
+            Role::Operator => self.register_tables(&ctx).await?,
+            Role::Public { min_count } => self.register_public_views(&ctx, min_count).await?,
+        }
         let options = deltalake::datafusion::execution::context::SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
         Ok(ctx.sql_with_options(sql, options).await?)
+    }
+}
+
+impl Lake {
+    /// Every relation `role` may name, with its kind (`TABLE` or `VIEW`)
+    /// and columns: what a catalogue listing (Flight SQL's `GetTables`)
+    /// shows.
+    pub async fn relations(&self, role: Role) -> Result<Vec<(String, &'static str, SchemaRef)>> {
+        use crate::schema::TableName;
+        let ctx = SessionContext::new();
+        crate::h3sql::register(&ctx);
+        let mut out = Vec::new();
+        let views: Vec<&str> = match role {
+            Role::Operator => {
+                self.register_tables(&ctx).await?;
+                for name in TableName::ALL {
+                    out.push((
+                        name.as_str().to_owned(),
+                        "TABLE",
+                        crate::schema::schema(name),
+                    ));
+                }
+                crate::views::VIEWS.iter().map(|(name, _)| *name).collect()
+            }
+            Role::Public { min_count } => {
+                self.register_public_views(&ctx, min_count).await?;
+                crate::public::PUBLIC_VIEWS.to_vec()
+            }
+        };
+        for name in views {
+            let frame = ctx.table(name).await?;
+            out.push((
+                name.to_owned(),
+                "VIEW",
+                std::sync::Arc::new(frame.schema().as_arrow().clone()),
+            ));
+        }
+        Ok(out)
     }
 }
 

@@ -75,10 +75,12 @@ struct Index {
 /// consistent with whatever version they open.
 pub struct Lake {
     root: Url,
-    blobs: Arc<dyn ObjectStore>,
+    pub(crate) blobs: Arc<dyn ObjectStore>,
     pub(crate) tables: [tokio::sync::Mutex<DeltaTable>; TableName::ALL.len()],
     index: Mutex<Index>,
     commit_lock: tokio::sync::Mutex<()>,
+    /// The secret behind public contributor pseudonyms (`public.rs`).
+    pub(crate) pseudonym_key: tokio::sync::OnceCell<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -141,6 +143,7 @@ impl Lake {
             tables,
             index: Mutex::new(Index::default()),
             commit_lock: tokio::sync::Mutex::new(()),
+            pseudonym_key: tokio::sync::OnceCell::new(),
         };
         lake.rebuild_index().await?;
         debug!(root = %lake.root, "lake open");
@@ -212,7 +215,7 @@ impl Lake {
     }
 
     /// Appends rows to one table in one Delta commit.
-    async fn append(&self, table: TableName, batch: RecordBatch) -> Result<()> {
+    pub(crate) async fn append(&self, table: TableName, batch: RecordBatch) -> Result<()> {
         let mut guard = self.tables[table.index()].lock().await;
         let current = guard.clone();
         let updated = current
@@ -235,6 +238,15 @@ impl Lake {
         ) {
             return Err(Error::Internal(format!(
                 "{} is written through commit_upload only",
+                table.as_str()
+            )));
+        }
+        if matches!(
+            table,
+            TableName::PrivacyZones | TableName::Contributors | TableName::Enrolments
+        ) {
+            return Err(Error::Internal(format!(
+                "{} is written through its own record_… method",
                 table.as_str()
             )));
         }

@@ -32,7 +32,7 @@ use prost::Message;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
-use hexroad_lake::{Error, Lake, Refusal, TableName};
+use hexroad_lake::{Error, Lake, Refusal, Role};
 
 use crate::http::SqlService;
 
@@ -79,7 +79,8 @@ impl FlightSql {
         })
     }
 
-    /// The gRPC service, refusing calls without the token when one is set.
+    /// The gRPC service, refusing calls whose credentials are not the
+    /// operator's token; calls without credentials are the public's.
     pub fn into_server(
         self,
     ) -> tonic::service::interceptor::InterceptedService<
@@ -88,12 +89,13 @@ impl FlightSql {
     > {
         let service = self.service.clone();
         let check = move |request: Request<()>| -> Result<Request<()>, Status> {
-            if service.token.is_none() || credentials_match(&service, request.metadata()) {
+            if role_of(&service, request.metadata()).is_some() {
                 Ok(request)
             } else {
                 Err(Status::unauthenticated(
-                    "Flight SQL needs the server's sql.token: the header \
-                     `authorization: Bearer <token>`, or basic auth with the token as password",
+                    "the credentials are not the operator's: send the server's sql.token as \
+                     `authorization: Bearer <token>` or as the basic-auth password, \
+                     or nothing for the public views",
                 ))
             }
         };
@@ -115,47 +117,33 @@ impl FlightSql {
         Ok(Response::new(info))
     }
 
-    async fn schema_of(&self, sql: &str) -> Result<SchemaRef, Status> {
+    /// The caller's role (the interceptor has refused wrong credentials).
+    fn role(&self, metadata: &MetadataMap) -> Result<Role, Status> {
+        role_of(&self.service, metadata)
+            .ok_or_else(|| Status::unauthenticated("the credentials are not the operator's"))
+    }
+
+    async fn schema_of(&self, sql: &str, role: Role) -> Result<SchemaRef, Status> {
         self.lake
-            .schema_read_only(sql, &self.service.limits)
+            .schema_read_only(sql, &self.service.limits, role)
             .await
             .map_err(|e| status(&e))
     }
 
-    async fn answer(&self, sql: &str) -> Result<Response<DoGetStream>, Status> {
+    async fn answer(&self, sql: &str, role: Role) -> Result<Response<DoGetStream>, Status> {
         let output = self
             .service
             .pool
-            .query(&self.lake, sql, &self.service.limits)
+            .query(&self.lake, sql, &self.service.limits, role)
             .await
             .map_err(|busy| Status::resource_exhausted(format!("too_many_queries: {busy}")))?
             .map_err(|e| status(&e))?;
         Ok(stream_batches(output.schema, output.batches))
     }
 
-    /// Every table and view with its columns, as the session presents them.
-    async fn tables(&self) -> Result<Vec<(String, &'static str, SchemaRef)>, Status> {
-        let ctx = self.lake.session().await.map_err(|e| status(&e))?;
-        let mut tables = Vec::new();
-        for name in TableName::ALL {
-            tables.push((
-                name.as_str().to_owned(),
-                "TABLE",
-                hexroad_lake::schema::schema(name),
-            ));
-        }
-        for (name, _) in hexroad_lake::views::VIEWS {
-            let frame = ctx
-                .table(*name)
-                .await
-                .map_err(|e| status(&Error::Query(e)))?;
-            tables.push((
-                (*name).to_owned(),
-                "VIEW",
-                Arc::new(frame.schema().as_arrow().clone()),
-            ));
-        }
-        Ok(tables)
+    /// Every table and view `role` may name, with its columns.
+    async fn tables(&self, role: Role) -> Result<Vec<(String, &'static str, SchemaRef)>, Status> {
+        self.lake.relations(role).await.map_err(|e| status(&e))
     }
 }
 
@@ -197,12 +185,19 @@ fn sql_from(handle: &[u8]) -> Result<&str, Status> {
         .map_err(|_| Status::invalid_argument("the statement handle is not UTF-8 SQL"))
 }
 
-/// `Bearer <token>`, or `Basic` credentials whose password is the token.
-fn credentials_match(service: &SqlService, metadata: &MetadataMap) -> bool {
-    use base64::Engine;
-    let Some(value) = metadata.get("authorization").and_then(|v| v.to_str().ok()) else {
-        return false;
+/// The role of a call: public without `authorization`; operator with
+/// `Bearer <token>` or `Basic` credentials whose password is the token;
+/// `None` with anything else.
+fn role_of(service: &SqlService, metadata: &MetadataMap) -> Option<Role> {
+    let Some(value) = metadata.get("authorization") else {
+        return service.role(None);
     };
+    let value = value.to_str().ok()?;
+    credentials_match(service, value).then_some(Role::Operator)
+}
+
+fn credentials_match(service: &SqlService, value: &str) -> bool {
+    use base64::Engine;
     if let Some(bearer) = value.strip_prefix("Bearer ") {
         return service.token_matches(bearer);
     }
@@ -228,7 +223,7 @@ impl FlightSqlService for FlightSql {
     /// token the client sends from then on.
     async fn do_handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
@@ -239,7 +234,9 @@ impl FlightSqlService for FlightSql {
         };
         let mut response: Response<Pin<Box<dyn Stream<Item = _> + Send>>> =
             Response::new(Box::pin(futures::stream::iter([Ok(reply)])));
-        if let Some(token) = &self.service.token {
+        if self.role(request.metadata())? == Role::Operator
+            && let Some(token) = &self.service.token
+        {
             let value = MetadataValue::try_from(format!("Bearer {token}"))
                 .map_err(|_| Status::internal("the token is not a valid header value"))?;
             response.metadata_mut().insert("authorization", value);
@@ -252,7 +249,9 @@ impl FlightSqlService for FlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = self.schema_of(&query.query).await?;
+        let schema = self
+            .schema_of(&query.query, self.role(request.metadata())?)
+            .await?;
         let ticket = TicketStatementQuery {
             statement_handle: query.query.into_bytes().into(),
         };
@@ -262,17 +261,20 @@ impl FlightSqlService for FlightSql {
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.answer(sql_from(&ticket.statement_handle)?).await
+        let role = self.role(request.metadata())?;
+        self.answer(sql_from(&ticket.statement_handle)?, role).await
     }
 
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let schema = self.schema_of(&query.query).await?;
+        let schema = self
+            .schema_of(&query.query, self.role(request.metadata())?)
+            .await?;
         let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
             .try_into()
             .map_err(|e: hexroad_lake::arrow::error::ArrowError| {
@@ -300,7 +302,10 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = self
-            .schema_of(sql_from(&query.prepared_statement_handle)?)
+            .schema_of(
+                sql_from(&query.prepared_statement_handle)?,
+                self.role(request.metadata())?,
+            )
             .await?;
         self.flight_info(&schema, query.as_any(), request.into_inner())
     }
@@ -308,9 +313,10 @@ impl FlightSqlService for FlightSql {
     async fn do_get_prepared_statement(
         &self,
         query: CommandPreparedStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.answer(sql_from(&query.prepared_statement_handle)?)
+        let role = self.role(request.metadata())?;
+        self.answer(sql_from(&query.prepared_statement_handle)?, role)
             .await
     }
 
@@ -364,9 +370,9 @@ impl FlightSqlService for FlightSql {
     async fn do_get_tables(
         &self,
         query: CommandGetTables,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let tables = self.tables().await?;
+        let tables = self.tables(self.role(request.metadata())?).await?;
         let mut builder = query.into_builder();
         for (name, kind, schema) in tables {
             builder

@@ -6,22 +6,28 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
 
 use hexroad_http::ApiError;
-use hexroad_lake::{Error, Lake, OutputFormat, QueryLimits, Refusal, render_batches_within};
+use hexroad_lake::{Error, Lake, OutputFormat, QueryLimits, Refusal, Role, render_batches_within};
 
 /// Who may query, within what, and where queries run.
+///
+/// Two roles: a request without credentials is the public's and may name
+/// the public views only (`hexroad_lake::PUBLIC_VIEWS`); one with the
+/// operator's token may name every table. Whatever the listen address: a
+/// reverse proxy in front makes every caller look local.
 #[derive(Clone)]
 pub struct SqlService {
     pub limits: QueryLimits,
-    /// When set, requests must carry `Authorization: Bearer <token>`.
+    /// The operator's token. With none set, only the public role exists.
     pub token: Option<String>,
+    /// Public aggregates over fewer frames than this are left out.
+    pub public_min_count: u64,
     /// Shared by both transports: the concurrent-query limit is one limit.
     pub pool: crate::QueryPool,
     /// The server's public `host[:port]`: HTTP queries addressed to another
@@ -30,10 +36,21 @@ pub struct SqlService {
 }
 
 impl SqlService {
-    /// Whether `given` is the token (true when none is required).
+    /// The role of a caller presenting `credentials` (the operator's token,
+    /// or none): `None` when it presents something that is not the token.
+    pub fn role(&self, credentials: Option<&str>) -> Option<Role> {
+        match credentials {
+            None => Some(Role::Public {
+                min_count: self.public_min_count,
+            }),
+            Some(given) => self.token_matches(given).then_some(Role::Operator),
+        }
+    }
+
+    /// Whether `given` is the operator's token (never, when none is set).
     pub fn token_matches(&self, given: &str) -> bool {
         let Some(token) = &self.token else {
-            return true;
+            return false;
         };
         // Compared in full whatever the mismatch, so timing reveals nothing.
         given.len() == token.len()
@@ -64,29 +81,33 @@ pub fn router(lake: Arc<Lake>, service: SqlService) -> Router {
     let shared = Arc::new(Shared { lake, service });
     Router::new()
         .route("/v1/sql", post(query))
-        .route_layer(middleware::from_fn_with_state(Arc::clone(&shared), bearer))
         .with_state(shared)
 }
 
-async fn bearer(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    if shared.service.token.is_some() {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| shared.service.token_matches(g)) {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "POST /v1/sql needs Authorization: Bearer <token> (the server's sql.token)",
-            );
-        }
-    }
-    next.run(req).await
+/// The caller's role: public without `Authorization`, operator with
+/// `Bearer <the token>`, refused with anything else.
+fn role_of(headers: &HeaderMap, service: &SqlService) -> Result<Role, ApiError> {
+    let given = headers.get(header::AUTHORIZATION).map(|v| {
+        v.to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default()
+    });
+    service.role(given).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Authorization must be `Bearer <the server's sql.token>` (the operator's), \
+             or absent for the public views",
+        )
+    })
 }
 
 async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let role = match role_of(&headers, &shared.service) {
+        Ok(role) => role,
+        Err(refused) => return refused.into_response(),
+    };
     if let Err(refusal) = check_browser_headers(&headers, shared.service.authority.as_deref()) {
         return refusal.into_response();
     }
@@ -122,7 +143,7 @@ async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     let output = match shared
         .service
         .pool
-        .query(&shared.lake, &query, limits)
+        .query(&shared.lake, &query, limits, role)
         .await
     {
         Ok(Ok(o)) => o,

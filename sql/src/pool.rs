@@ -118,10 +118,11 @@ impl QueryPool {
         lake: &Arc<Lake>,
         sql: &str,
         limits: &QueryLimits,
+        role: hexroad_lake::Role,
     ) -> Result<hexroad_lake::Result<QueryOutput>, Busy> {
         let timeout = limits.timeout;
         let (lake, sql, limits) = (Arc::clone(lake), sql.to_owned(), limits.clone());
-        let work = self.run(async move { lake.query_read_only(&sql, &limits).await });
+        let work = self.run(async move { lake.query_read_only(&sql, &limits, role).await });
         match tokio::time::timeout(timeout + std::time::Duration::from_millis(250), work).await {
             Ok(done) => done,
             Err(_) => Ok(Err(hexroad_lake::Error::QueryTimeout {

@@ -63,7 +63,8 @@ pub struct TilesConfig {
     /// MapLibre GL JS's `dist/` folder, installed from npm by the set-up.
     pub maplibre: std::path::PathBuf,
     /// Fixes this close to where a drive began or ended are not drawn
-    /// (homes and workplaces), metres.
+    /// (homes and workplaces), metres. Set from `[privacy] radius_m`.
+    #[serde(skip)]
     pub privacy_radius_m: f64,
     /// Drive tracks are simplified at least this much, metres: the map
     /// shows roads driven, not a device's GNSS fixes.
@@ -192,6 +193,11 @@ struct Cache {
     seen_uploads: HashSet<UploadId>,
     /// Bumped on every invalidation, so a render that raced one is not kept.
     generation: u64,
+    /// Published frames whose images are not served (inside a privacy
+    /// zone), as of `hidden_generation`.
+    hidden: HashSet<FrameId>,
+    /// The lake's hidden-change marker when `hidden` was computed.
+    hidden_generation: Option<String>,
 }
 
 /// The tile service over one lake.
@@ -225,6 +231,8 @@ impl Tiles {
                 order: VecDeque::new(),
                 seen_uploads: HashSet::new(),
                 generation: 0,
+                hidden: HashSet::new(),
+                hidden_generation: None,
             }),
             session: tokio::sync::Mutex::new(None),
             bounds: tokio::sync::Mutex::new(None),
@@ -234,6 +242,7 @@ impl Tiles {
         };
         let processed = tiles.processed_uploads().await?;
         tiles.lock().seen_uploads = processed;
+        tiles.refresh_hidden().await?;
         Ok(tiles)
     }
 
@@ -400,6 +409,9 @@ impl Tiles {
     /// cached tiles their published frames fall in, at every zoom; returns
     /// how many tiles were forgotten.
     pub async fn refresh(&self) -> Result<usize> {
+        if let Some(forgotten) = self.refresh_hidden().await? {
+            return Ok(forgotten);
+        }
         let processed = self.processed_uploads().await?;
         let new: Vec<UploadId> = {
             let cache = self.lock();
@@ -424,6 +436,33 @@ impl Tiles {
         cache.generation += 1;
         cache.seen_uploads.extend(new);
         Ok(before - cache.tiles.len())
+    }
+
+    /// When something published was hidden since the last look (a privacy
+    /// zone declared or withdrawn, a contributor forgotten), forgets every
+    /// tile and recomputes which images are hidden; returns how many tiles
+    /// were forgotten, or `None` when nothing changed. One HEAD otherwise.
+    async fn refresh_hidden(&self) -> Result<Option<usize>> {
+        let marker = self.lake.hidden_generation().await?;
+        if marker.is_none() || self.lock().hidden_generation == marker {
+            return Ok(None);
+        }
+        let hidden = self.lake.frames_hidden_by_zones().await?;
+        *self.session.lock().await = None;
+        *self.bounds.lock().await = None;
+        let mut cache = self.lock();
+        let forgotten = cache.tiles.len();
+        cache.tiles.clear();
+        cache.order.clear();
+        cache.generation += 1;
+        cache.hidden = hidden;
+        cache.hidden_generation = marker;
+        Ok(Some(forgotten))
+    }
+
+    /// Whether a published frame's image is withheld (privacy zone).
+    pub fn is_hidden(&self, frame: &FrameId) -> bool {
+        self.lock().hidden.contains(frame)
     }
 
     /// Every tile, at every zoom served, whose content a frame in one of
@@ -531,6 +570,9 @@ pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// has this id. The key comes from the id ([`FrameId::image_key`]), so no
 /// table is read, and only keys under `frames/` can be named.
 pub async fn frame_image(tiles: &Tiles, frame_id: FrameId) -> Result<Option<bytes::Bytes>> {
+    if tiles.is_hidden(&frame_id) {
+        return Ok(None);
+    }
     let key = frame_id.image_key();
     let path = hexroad_lake::object_store::path::Path::from(key.as_str());
     match tiles.lake.blobs().get(&path).await {

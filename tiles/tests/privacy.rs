@@ -98,3 +98,114 @@ async fn the_map_shows_no_driver_and_no_drive_end() {
         }
     }
 }
+
+/// A published frame of Alice's at `(lat, lon)`, with its image stored.
+async fn published_frame(lake: &Lake, n: u8, lat: f64, lon: f64) -> hexroad_wire::FrameId {
+    use hexroad_lake::object_store::{ObjectStoreExt, PutPayload};
+    let id = hexroad_wire::FrameId::from_bytes([n; 16]);
+    let row = hexroad_lake::FrameRecord {
+        frame_id: id,
+        upload_id: UploadId(uuid::Uuid::from_u128(77)),
+        device_id: DeviceId::from_public_key(&[9; 32]),
+        contributor_id: "alice@example.org".parse().unwrap(),
+        ts: Utc.with_ymd_and_hms(2026, 6, 1, 8, 1, 0).unwrap(),
+        lat,
+        lon,
+        heading: 0.0,
+        speed: 10.0,
+        cell: u64::from(
+            h3o::LatLng::new(lat, lon)
+                .unwrap()
+                .to_cell(h3o::Resolution::Fifteen),
+        ),
+        image_key: Some(id.image_key()),
+        width: 8,
+        height: 8,
+        image_bytes: 4,
+        faces_blurred: 0,
+        plates_blurred: 0,
+        phash: 0,
+        quality: 1.0,
+        sharpness: 1.0,
+        dedupe_of: None,
+        dedupe_reason: None,
+        model_versions: "test".into(),
+        processed_at: Utc::now(),
+    };
+    lake.append_rows(
+        hexroad_lake::TableName::Frames,
+        hexroad_lake::schema::frames_batch(&[row]).unwrap(),
+    )
+    .await
+    .unwrap();
+    lake.blobs()
+        .put(
+            &id.image_key().as_str().into(),
+            PutPayload::from_static(b"jpeg"),
+        )
+        .await
+        .unwrap();
+    id
+}
+
+/// A privacy zone hides everything of its contributor inside it from the
+/// map: the track, the coverage, the frame points and the frame images,
+/// including what was published before it was declared; withdrawing it
+/// shows them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_privacy_zone_hides_track_coverage_frames_and_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Arc::new(Lake::open(&dir.path().to_string_lossy()).await.unwrap());
+    let (device, _) = drive(&lake).await;
+    let middle = START.0 + 1500.0 / 111_320.0;
+    let frame = published_frame(&lake, 3, middle, START.1).await;
+    let tiles = tiles(&lake, 0.0).await;
+    let tile = TileId::containing(middle, START.1, 16);
+    let drawn = tiles.render(tile).await.unwrap().counts;
+    assert_eq!(drawn, [drawn[0], 1, 1], "frame and track drawn: {drawn:?}");
+    assert!(drawn[0] > 0);
+    assert!(
+        hexroad_tiles::frame_image(&tiles, frame)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let zone = hexroad_lake::PrivacyZone {
+        zone_id: uuid::Uuid::from_u128(1),
+        contributor_id: "alice@example.org".parse().unwrap(),
+        device_id: device,
+        lat: middle,
+        lon: START.1,
+        radius_m: 2000.0,
+        active: true,
+        changed_at: Utc::now(),
+    };
+    lake.record_privacy_zone(&zone).await.unwrap();
+    lake.note_hidden_change().await.unwrap();
+    tiles.refresh().await.unwrap();
+    assert_eq!(tiles.tile(tile).await.unwrap().counts, [0, 0, 0]);
+    assert!(
+        hexroad_tiles::frame_image(&tiles, frame)
+            .await
+            .unwrap()
+            .is_none(),
+        "the image of a frame inside the zone is not served"
+    );
+
+    lake.record_privacy_zone(&hexroad_lake::PrivacyZone {
+        active: false,
+        ..zone
+    })
+    .await
+    .unwrap();
+    lake.note_hidden_change().await.unwrap();
+    tiles.refresh().await.unwrap();
+    assert_eq!(tiles.tile(tile).await.unwrap().counts, drawn);
+    assert!(
+        hexroad_tiles::frame_image(&tiles, frame)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

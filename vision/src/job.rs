@@ -42,6 +42,8 @@ pub(crate) struct Job {
     pub config: VisionConfig,
     pub upload: PendingUpload,
     pub index: DedupeIndex,
+    /// Where frames are never published (drive ends, privacy zones).
+    pub withheld: crate::withhold::Withheld,
     pub store: Arc<dyn ObjectStore>,
     pub runtime: tokio::runtime::Handle,
     pub now: DateTime<Utc>,
@@ -192,6 +194,11 @@ impl Job {
                 model_versions: versions.clone(),
                 processed_at: self.now,
             };
+            if let Some(reason) = self.withheld.reason(row.lat, row.lon) {
+                row.dedupe_reason = Some(reason.to_owned());
+                dedupe_rows.push(row);
+                continue;
+            }
             let duplicate = if let Some(of) = cand.stationary_of {
                 Some((of, "stationary".to_owned()))
             } else if let Some((of, _)) = last_pixels.as_ref().filter(|(_, p)| *p == pixels) {

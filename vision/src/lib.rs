@@ -24,6 +24,7 @@ pub mod sample;
 pub mod settings;
 pub mod tensor;
 pub mod video;
+mod withhold;
 pub mod worker;
 
 pub use blur::MaskConfig;

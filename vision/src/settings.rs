@@ -43,6 +43,10 @@ pub struct VisionConfig {
     /// `None` decodes in this process (library tests, the offline tool).
     #[serde(skip)]
     pub decoder: Option<std::path::PathBuf>,
+    /// Within this many metres of where a drive began or ended (homes) no
+    /// frame is published. Set from `[privacy] radius_m`.
+    #[serde(skip)]
+    pub privacy_radius_m: f64,
     /// How long a claim holds an upload against other workers.
     #[serde(with = "hexroad_wire::settings::duration_text")]
     pub lease: Duration,
@@ -73,6 +77,7 @@ impl Default for VisionConfig {
             dedupe_resolution: 11,
             dedupe_window_days: 30,
             jpeg_quality: 85,
+            privacy_radius_m: 500.0,
             lease: Duration::from_secs(600),
             max_attempts: 3,
             decode: crate::cage::DecodeLimits::default(),

@@ -27,6 +27,7 @@ use crate::dedupe::DedupeIndex;
 use crate::job::Job;
 use crate::sample::Track;
 use crate::settings::VisionConfig;
+use crate::withhold::Withheld;
 use crate::{Anonymizer, Error, Result};
 
 /// What one pass over the pending uploads did.
@@ -335,6 +336,7 @@ impl Worker {
             }
         }
         let index = self.dedupe_index(upload, track, now).await?;
+        let withheld = self.withheld(upload, track).await?;
         let start = upload
             .media
             .as_deref()
@@ -364,6 +366,7 @@ impl Worker {
             config: self.config.clone(),
             upload: upload.clone(),
             index,
+            withheld,
             store: Arc::clone(&store),
             runtime: tokio::runtime::Handle::current(),
             now,
@@ -385,6 +388,30 @@ impl Worker {
                 Err(e)
             }
         }
+    }
+
+    /// Where this upload's frames are never published: around the drive's
+    /// first and last fix, and inside its contributor's privacy zones.
+    async fn withheld(&self, upload: &PendingUpload, track: &Track) -> Result<Withheld> {
+        let points = track.points();
+        let ends = points
+            .first()
+            .into_iter()
+            .chain(points.last())
+            .map(|p| (p.lat, p.lon))
+            .collect();
+        let zones = self
+            .lake
+            .privacy_zones()
+            .await?
+            .into_iter()
+            .filter(|z| z.active && z.contributor_id == upload.contributor_id)
+            .collect();
+        Ok(Withheld {
+            ends,
+            radius_m: self.config.privacy_radius_m,
+            zones,
+        })
     }
 
     /// Published frames near the track from other uploads, by coarse cell.

@@ -181,12 +181,15 @@ pub async fn run(args: Args) -> Result<()> {
         let mut check = (0, 0);
         for _ in 0..args.runs {
             let t = Instant::now();
-            let out = lake.query_read_only(&sql, &limits).await.with_context(|| {
-                format!(
-                    "hexroad on {:?} (a larger --memory-mib may be needed)",
-                    q.name
-                )
-            })?;
+            let out = lake
+                .query_read_only(&sql, &limits, hexroad_lake::Role::Operator)
+                .await
+                .with_context(|| {
+                    format!(
+                        "hexroad on {:?} (a larger --memory-mib may be needed)",
+                        q.name
+                    )
+                })?;
             seconds.push(t.elapsed().as_secs_f64());
             check = checksum(&out, q.check)?;
         }

@@ -195,16 +195,30 @@ pub fn signed_headers(
 }
 
 pub async fn register(s: &Server, device: &Device) -> Reply {
-    let body = serde_json::to_vec(&serde_json::json!({
-        "public_key": device.id, "contributor_id": "alice", "make": "test", "model": "t1"
-    }))
-    .unwrap();
+    register_with(
+        s,
+        device,
+        serde_json::json!({
+            "public_key": device.id, "contributor_id": "alice", "make": "test", "model": "t1"
+        }),
+    )
+    .await
+}
+
+/// `POST /v1/devices` with this body, signed by `device`.
+pub async fn register_with(s: &Server, device: &Device, body: serde_json::Value) -> Reply {
+    post_json(s, device, "/v1/devices", &body).await
+}
+
+/// A signed JSON `POST` (the body bound by `Content-Digest`).
+pub async fn post_json(s: &Server, device: &Device, path: &str, body: &serde_json::Value) -> Reply {
+    let body = serde_json::to_vec(body).unwrap();
     let digest = signature::content_digest(&Sha256::digest(&body));
     signed(
         s,
         device,
         Method::POST,
-        "/v1/devices",
+        path,
         &[("content-digest", digest)],
         body,
     )

@@ -61,11 +61,15 @@ impl Snapshot {
     ) -> Result<Vec<CoverageCell>> {
         let batches = self
             .read(
-                "SELECT cell, count(*) AS frames, count(DISTINCT contributor_id) AS contributors, \
-                 min(ts) AS first_seen, max(ts) AS last_seen FROM \
-                 (SELECT h3_cell_to_parent(cell, $1) AS cell, contributor_id, ts FROM frames \
-                  WHERE image_key IS NOT NULL AND lat BETWEEN $2 AND $3 AND lon BETWEEN $4 AND $5) \
-                 GROUP BY cell",
+                concat!(
+                    "SELECT cell, count(*) AS frames, count(DISTINCT contributor_id) AS contributors, \
+                     min(ts) AS first_seen, max(ts) AS last_seen FROM \
+                     (SELECT h3_cell_to_parent(f.cell, $1) AS cell, f.contributor_id, f.ts \
+                      FROM frames f WHERE f.image_key IS NOT NULL \
+                      AND f.lat BETWEEN $2 AND $3 AND f.lon BETWEEN $4 AND $5 AND ",
+                    outside_privacy_zones!("f.lat", "f.lon", "f.contributor_id"),
+                    ") GROUP BY cell"
+                ),
                 vec![
                     i64::from(u8::from(resolution)).into(),
                     area.south.into(),
@@ -102,9 +106,13 @@ impl Snapshot {
     pub async fn frames_in(&self, area: BoundingBox) -> Result<Vec<FramePoint>> {
         let batches = self
             .read(
-                "SELECT frame_id, ts, heading, lat, lon, contributor_id, image_key FROM frames \
-                 WHERE image_key IS NOT NULL AND lat BETWEEN $1 AND $2 AND lon BETWEEN $3 AND $4 \
-                 ORDER BY ts",
+                concat!(
+                    "SELECT f.frame_id, f.ts, f.heading, f.lat, f.lon, f.contributor_id, f.image_key \
+                     FROM frames f WHERE f.image_key IS NOT NULL \
+                     AND f.lat BETWEEN $1 AND $2 AND f.lon BETWEEN $3 AND $4 AND ",
+                    outside_privacy_zones!("f.lat", "f.lon", "f.contributor_id"),
+                    " ORDER BY f.ts"
+                ),
                 area.params(),
             )
             .await?;
@@ -136,10 +144,14 @@ impl Snapshot {
     pub async fn track_fixes_in(&self, area: BoundingBox) -> Result<Vec<TrackFix>> {
         let batches = self
             .read(
-                "SELECT upload_id, device_id, lat, lon FROM gnss \
-                 WHERE lat BETWEEN $1 AND $2 AND lon BETWEEN $3 AND $4 AND upload_id IN \
-                   (SELECT upload_id FROM uploads WHERE status = 'accepted') \
-                 ORDER BY upload_id, ts",
+                concat!(
+                    "SELECT g.upload_id, g.device_id, g.lat, g.lon FROM gnss g \
+                     JOIN (SELECT upload_id, contributor_id FROM uploads WHERE status = 'accepted') u \
+                       ON g.upload_id = u.upload_id \
+                     WHERE g.lat BETWEEN $1 AND $2 AND g.lon BETWEEN $3 AND $4 AND ",
+                    outside_privacy_zones!("g.lat", "g.lon", "u.contributor_id"),
+                    " ORDER BY g.upload_id, g.ts"
+                ),
                 area.params(),
             )
             .await?;

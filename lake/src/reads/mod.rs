@@ -16,6 +16,29 @@ use h3o::CellIndex;
 use crate::columns::u64s;
 use crate::{Error, Lake, Result, TableName};
 
+/// The SQL condition "the point `$lat, $lon` of contributor `$who` is not
+/// inside one of that contributor's active privacy zones" (column names,
+/// fixed at compile time: nothing from outside is spliced).
+macro_rules! outside_privacy_zones {
+    ($lat:literal, $lon:literal, $who:literal) => {
+        concat!(
+            "NOT EXISTS (SELECT 1 FROM (SELECT contributor_id, lat, lon, radius_m, status, \
+               row_number() OVER (PARTITION BY zone_id ORDER BY changed_at DESC) AS n \
+               FROM privacy_zones) z \
+             WHERE z.n = 1 AND z.status = 'active' AND z.contributor_id = ",
+            $who,
+            " AND 2 * 6371008.8 * asin(sqrt(power(sin(radians(",
+            $lat,
+            " - z.lat) / 2), 2) + cos(radians(z.lat)) * cos(radians(",
+            $lat,
+            ")) * power(sin(radians(",
+            $lon,
+            " - z.lon) / 2), 2))) <= z.radius_m)"
+        )
+    };
+}
+pub(crate) use outside_privacy_zones;
+
 pub mod epoch;
 pub mod map;
 pub mod vision;
