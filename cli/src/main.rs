@@ -7,6 +7,7 @@ use clap::Parser;
 mod anonymize;
 mod bench;
 mod epoch;
+mod keys;
 mod serve;
 mod settings;
 mod shutdown;
@@ -44,6 +45,9 @@ enum Command {
     /// Export the map's vector tiles.
     #[command(subcommand)]
     Tiles(tiles::Which),
+    /// Signing keys for manufacturers and contributor accounts.
+    #[command(subcommand)]
+    Keys(keys::Which),
     /// Measure hexroad against the limit and the alternative.
     #[command(subcommand)]
     Bench(bench::Which),
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
             Command::Vision(args) => vision::run(args).await,
             Command::Anonymize(args) => anonymize::run(args).await,
             Command::Tiles(which) => tiles::run(which).await,
+            Command::Keys(which) => keys::run(which),
             Command::Epoch(which) => epoch::run(which).await,
             Command::Bench(which) => bench::run(which).await,
             Command::DecodeVideo { .. } => Ok(()),

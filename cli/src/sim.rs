@@ -53,9 +53,26 @@ pub struct Args {
     /// How long a device keeps retrying while the server is unreachable.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     retry_for: Duration,
+    /// Play a manufacturer: NAME=FILE, FILE holding the hex of its secret
+    /// key (`hexroad keys new`). Each registration then carries NAME's
+    /// attestation, for a server in `ingest.registration = "attested"`.
+    #[arg(long)]
+    manufacturer: Option<String>,
     /// Print one JSON report on stdout.
     #[arg(long)]
     json: bool,
+}
+
+/// `NAME=FILE` as the manufacturer the fleet plays.
+fn manufacturer(spec: &str) -> Result<hexroad_dashcam_sim::Manufacturer> {
+    let (name, file) = spec
+        .split_once('=')
+        .context("--manufacturer takes NAME=FILE")?;
+    let secret = crate::keys::read_secret(std::path::Path::new(file))?;
+    Ok(hexroad_dashcam_sim::Manufacturer {
+        name: name.to_owned(),
+        key: hexroad_dashcam_sim::VouchingKey::from_seed(secret),
+    })
 }
 
 struct Bar(ProgressBar);
@@ -96,6 +113,7 @@ pub async fn run(args: Args) -> Result<()> {
         chunk_size: args.chunk_size,
         retry_for: args.retry_for,
         work_dir: work.path().to_owned(),
+        manufacturer: args.manufacturer.as_deref().map(manufacturer).transpose()?,
     };
     // indicatif draws only when stderr is a terminal.
     let bar = ProgressBar::new(0);

@@ -573,7 +573,10 @@ fn a_jpeg_frame_bundle_is_sampled_and_published() {
             retry_for: Duration::from_secs(10),
             replayer: false,
         };
-        client.register("phone-user", "phone", "app").await.unwrap();
+        client
+            .register("phone-user", "phone", "app", None)
+            .await
+            .unwrap();
         client
             .upload(UploadSpec {
                 kind: "frames",

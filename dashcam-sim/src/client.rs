@@ -174,20 +174,48 @@ impl DeviceClient<'_> {
         reply(resp).await
     }
 
-    /// Registers the device's key for a contributor.
+    /// Registers the device's key for a contributor, bound by the
+    /// contributor's key and attested by the manufacturer when one is given.
     pub async fn register(
         &self,
         contributor: &str,
         make: &str,
         model: &str,
+        vouchers: Option<&Vouchers<'_>>,
     ) -> Result<(), SimError> {
-        let body = serde_json::to_vec(&serde_json::json!({
-            "public_key": self.key.id(),
+        let device = self.key.id();
+        let contributor_id: hexroad_wire::ContributorId = contributor
+            .parse()
+            .map_err(|e: hexroad_wire::IdError| SimError::Http(e.to_string()))?;
+        let mut registration = serde_json::json!({
+            "public_key": device,
             "contributor_id": contributor,
             "make": make,
             "model": model,
-        }))
-        .map_err(|e| SimError::Http(e.to_string()))?;
+        });
+        let Some(vouchers) = vouchers else {
+            return self.post_registration(&registration).await;
+        };
+        registration["binding"] = serde_json::json!({
+            "contributor_key": vouchers.contributor_key.public_hex(),
+            "signature": vouchers.contributor_key.sign_base64(
+                &hexroad_wire::enrol::binding_message(&contributor_id, device),
+            ),
+        });
+        if let Some((manufacturer, serial)) = vouchers.manufacturer {
+            registration["attestation"] = serde_json::json!({
+                "manufacturer": manufacturer.name,
+                "serial": serial,
+                "signature": manufacturer
+                    .key
+                    .sign_base64(&hexroad_wire::enrol::attestation_message(device, serial)),
+            });
+        }
+        self.post_registration(&registration).await
+    }
+
+    async fn post_registration(&self, registration: &serde_json::Value) -> Result<(), SimError> {
+        let body = serde_json::to_vec(registration).map_err(|e| SimError::Http(e.to_string()))?;
         let digest = hexroad_wire::signature::content_digest(&Sha256::digest(&body));
         let headers = [
             ("content-digest", digest),
@@ -465,4 +493,12 @@ fn acknowledged(h: &reqwest::header::HeaderMap) -> Option<Outcome> {
         .unwrap_or_default()
         .to_owned();
     Some(Outcome::Acknowledged { upload_id, status })
+}
+
+/// What vouches for a device at registration.
+pub struct Vouchers<'a> {
+    /// The contributor account's key: binds the device to the account.
+    pub contributor_key: &'a crate::device::VouchingKey,
+    /// The manufacturer and the serial it attests, if the fleet plays one.
+    pub manufacturer: Option<(&'a crate::device::Manufacturer, &'a str)>,
 }

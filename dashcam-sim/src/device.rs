@@ -65,3 +65,46 @@ impl DeviceKey {
         ]
     }
 }
+
+/// A key that vouches for devices rather than uploading: a manufacturer's
+/// (attesting the devices it made) or a contributor's (binding its devices
+/// to its account).
+#[derive(Clone)]
+pub struct VouchingKey {
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for VouchingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret half is never printed.
+        f.debug_struct("VouchingKey")
+            .field("public", &self.public_hex())
+            .finish()
+    }
+}
+
+impl VouchingKey {
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self {
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    /// The hex of the public key, as the server is configured with it.
+    pub fn public_hex(&self) -> String {
+        hex::encode(self.key.verifying_key().as_bytes())
+    }
+
+    /// Base64 of the ed25519 signature over `message`.
+    pub fn sign_base64(&self, message: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(self.key.sign(message).to_bytes())
+    }
+}
+
+/// A manufacturer the fleet plays: its name on the server, and its key.
+#[derive(Debug, Clone)]
+pub struct Manufacturer {
+    pub name: String,
+    pub key: VouchingKey,
+}

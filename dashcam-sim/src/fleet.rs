@@ -58,6 +58,9 @@ pub struct SimConfig {
     pub retry_for: Duration,
     /// Where segment files are written while they wait to upload.
     pub work_dir: PathBuf,
+    /// The manufacturer whose attestation each device's registration
+    /// carries (for servers in `attested` registration).
+    pub manufacturer: Option<crate::device::Manufacturer>,
 }
 
 /// One device in the report.
@@ -148,6 +151,8 @@ struct Member {
     role: Role,
     key: DeviceKey,
     contributor: String,
+    /// The contributor account's key, which binds the device to it.
+    contributor_key: crate::device::VouchingKey,
     rng_seed: u64,
 }
 
@@ -288,12 +293,14 @@ fn members(config: &SimConfig) -> Vec<Member> {
         .chain(std::iter::repeat_n(Role::Duplicator, config.duplicators));
     for (index, role) in roles.enumerate() {
         let key = DeviceKey::from_seed(master.random());
+        let rng_seed = master.random();
         members.push(Member {
             index,
             role,
             key,
             contributor: format!("contributor-{:04}", index + 1),
-            rng_seed: master.random(),
+            contributor_key: crate::device::VouchingKey::from_seed(master.random()),
+            rng_seed,
         });
     }
     members
@@ -372,7 +379,18 @@ impl DeviceTask {
             ("Vantrue", "N4"),
         ];
         let (make, model) = makes[rng.random_range(0..makes.len())];
-        client.register(&member.contributor, make, model).await?;
+        let serial = format!("SIM-{:016x}-{:04}", self.config.seed, member.index);
+        let vouchers = crate::client::Vouchers {
+            contributor_key: &member.contributor_key,
+            manufacturer: self
+                .config
+                .manufacturer
+                .as_ref()
+                .map(|m| (m, serial.as_str())),
+        };
+        client
+            .register(&member.contributor, make, model, Some(&vouchers))
+            .await?;
 
         let mut car = Car::new(&self.graph, &self.starts, &mut rng);
         let receiver = Receiver::random(&mut rng);

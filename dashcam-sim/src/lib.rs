@@ -20,8 +20,8 @@ mod roads;
 mod sensors;
 mod video;
 
-pub use client::{DeviceClient, Outcome, Stats, UploadSpec};
-pub use device::DeviceKey;
+pub use client::{DeviceClient, Outcome, Stats, UploadSpec, Vouchers};
+pub use device::{DeviceKey, Manufacturer, VouchingKey};
 pub use drive::{Car, Sample};
 pub use fleet::{DeviceReport, Progress, Role, SimConfig, SimReport, run};
 pub use roads::RoadGraph;

@@ -21,7 +21,9 @@ use crate::auth::{self, NonceCache, Verified};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::tus::Staging;
-use crate::{ApiError, Clock, IngestConfig, StartError, devices, openapi, probe, uploads, zones};
+use crate::{
+    ApiError, Clock, IngestConfig, StartError, devices, enrol, openapi, probe, uploads, zones,
+};
 
 pub struct Ingest {
     pub(crate) lake: Arc<Lake>,
@@ -191,6 +193,7 @@ pub fn app(state: Arc<Ingest>) -> Router {
         )
         .route("/v1/devices", post(devices::register))
         .route("/v1/devices/{id}", delete(devices::revoke))
+        .route("/v1/contributors/{id}/key", post(enrol::rotate_key))
         .route("/v1/privacy-zones", post(zones::declare).get(zones::list))
         .route("/v1/privacy-zones/{id}", delete(zones::withdraw))
         .merge(tus)

@@ -67,12 +67,28 @@ pub struct IngestConfig {
     /// Nonces held against replays, all devices together; past this,
     /// signed requests are refused (429) until old ones age out.
     pub max_held_nonces: usize,
+    /// Who may register: `open` (any key; an account with a key still
+    /// needs its signature) or `attested` (a trusted manufacturer's
+    /// signature over the device key, and the contributor's binding).
+    pub registration: RegistrationMode,
+    /// Trusted manufacturers: a name, and the hex of its ed25519 public key.
+    pub manufacturers: std::collections::BTreeMap<String, String>,
     /// Privacy zones one contributor may hold at once.
     pub max_privacy_zones: usize,
     /// The largest privacy zone's radius, metres.
     pub max_zone_radius_m: f64,
     /// The most one upload's media may hold.
     pub media: MediaLimits,
+}
+
+/// Who may register a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationMode {
+    /// Any key may register; proofs are checked when given.
+    Open,
+    /// Only keys a trusted manufacturer attested, bound by their contributor.
+    Attested,
 }
 
 /// The most one upload's media may hold, checked at ingest from headers
@@ -159,6 +175,8 @@ impl Default for IngestConfig {
             body_idle_timeout: Duration::from_secs(30),
             sweep_interval: Duration::from_secs(600),
             max_held_nonces: 1_000_000,
+            registration: RegistrationMode::Open,
+            manufacturers: std::collections::BTreeMap::new(),
             max_privacy_zones: 10,
             max_zone_radius_m: 2000.0,
             media: MediaLimits::default(),
@@ -198,6 +216,18 @@ impl IngestConfig {
             self.request_burst.is_finite() && self.request_burst >= 1.0,
             "request_burst",
             "must be at least 1",
+        )?;
+        for (name, key) in &self.manufacturers {
+            require(
+                hexroad_wire::enrol::public_key_from_hex(key).is_some(),
+                "manufacturers",
+                &format!("{name}: must be 64 lowercase hex digits (an ed25519 public key)"),
+            )?;
+        }
+        require(
+            self.registration == RegistrationMode::Open || !self.manufacturers.is_empty(),
+            "registration",
+            "attested registration needs at least one key in manufacturers",
         )?;
         require(
             self.max_zone_radius_m.is_finite()

@@ -27,6 +27,13 @@ struct Registration {
     make: String,
     #[serde(default)]
     model: String,
+    /// A trusted manufacturer's signature over the key (required in
+    /// `attested` registration).
+    #[serde(default)]
+    attestation: Option<crate::enrol::Attestation>,
+    /// The contributor's signature adding the device to its account.
+    #[serde(default)]
+    binding: Option<crate::enrol::Binding>,
 }
 
 fn record_json(r: &DeviceRecord) -> axum::Json<serde_json::Value> {
@@ -99,7 +106,33 @@ pub async fn register(
         }
         return Ok((StatusCode::OK, record_json(&existing)).into_response());
     }
+    let vouched = crate::enrol::vouch(
+        &state,
+        &device,
+        &contributor,
+        reg.attestation.as_ref(),
+        reg.binding.as_ref(),
+    )
+    .await?;
+    if let Some(account) = &vouched.new_account {
+        state.lake.record_contributor_key(account).await?;
+        info!(contributor_id = %contributor, "contributor account created");
+    }
     let now = (state.clock)();
+    // What vouched for the device is written before the device itself: a
+    // crash between the two leaves an enrolment without a device, which the
+    // retry completes, never a device whose binding is unknown.
+    state
+        .lake
+        .record_enrolment(&hexroad_lake::Enrolment {
+            device_id: device.clone(),
+            contributor_id: contributor.clone(),
+            manufacturer: vouched.manufacturer,
+            serial: vouched.serial,
+            bound: vouched.bound,
+            at: now,
+        })
+        .await?;
     let record = DeviceRecord {
         device_id: device.clone(),
         contributor_id: contributor,

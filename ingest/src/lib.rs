@@ -14,6 +14,7 @@ mod app;
 mod auth;
 mod config;
 mod devices;
+mod enrol;
 mod extract;
 mod finish;
 mod limits;
@@ -28,7 +29,7 @@ mod validate;
 mod zones;
 
 pub use app::{Ingest, app};
-pub use config::{IngestConfig, MediaLimits};
+pub use config::{IngestConfig, MediaLimits, RegistrationMode};
 pub use hexroad_http::ApiError;
 pub use sweep::Swept;
 pub use validate::Rejection;

@@ -128,6 +128,20 @@ pub fn document() -> Value {
                 "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
                 "responses": revoke_responses
             } },
+            "/v1/contributors/{id}/key": { "post": {
+                "summary": "rotate a contributor account's key: the body carries the new key and the signature of the key in force over `hexroad contributor key rotation v1\\n<id>\\n<old hex>\\n<new hex>`",
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["public_key", "signature"], "properties": {
+                    "public_key": { "type": "string", "description": "hex ed25519 public key" },
+                    "signature": { "type": "string", "description": "base64 ed25519 signature" }
+                } } } } },
+                "responses": {
+                    "200": { "description": "rotated" },
+                    "403": { "description": "bad_rotation: not signed by the key in force" },
+                    "404": { "description": "no account with a key" },
+                    "429": { "description": "rate limited" }
+                }
+            } },
             "/v1/privacy-zones": {
                 "post": {
                     "summary": "declare a privacy zone for this device's contributor: nothing of theirs inside it is published (frames, track, coverage), already published frames included",
@@ -183,6 +197,12 @@ fn components() -> Value {
             "Registration": { "type": "object", "required": ["public_key", "contributor_id"], "properties": {
                 "public_key": { "type": "string", "description": "hex ed25519 public key; must equal the signature's keyid" },
                 "contributor_id": { "type": "string" },
+                "attestation": { "type": "object", "description": "required in attested registration: a trusted manufacturer's signature over the key and serial", "required": ["manufacturer", "serial", "signature"], "properties": {
+                    "manufacturer": { "type": "string" }, "serial": { "type": "string" }, "signature": { "type": "string", "description": "base64 ed25519 over `hexroad device attestation v1\\n<key hex>\\n<serial>`" }
+                } },
+                "binding": { "type": "object", "description": "the contributor account's signature adding this device; required in attested registration and for an account that has a key", "required": ["contributor_key", "signature"], "properties": {
+                    "contributor_key": { "type": "string" }, "signature": { "type": "string", "description": "base64 ed25519 over `hexroad device binding v1\\n<contributor id>\\n<key hex>`" }
+                } },
                 "make": { "type": "string" },
                 "model": { "type": "string" }
             } }

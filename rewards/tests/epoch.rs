@@ -155,3 +155,76 @@ async fn new_streets_pay_more_per_frame_than_streets_covered_last_week() {
         * 800;
     assert_eq!(claim, one_pass + one_pass / 2 + one_pass / 4);
 }
+
+/// Issue 15, the griefing scenario: a stranger registers a device under a
+/// victim's contributor id (open registration, no binding) and farms one
+/// spot. The rule that flags "every device of the contributor" acts only
+/// on devices the contributor's key bound, so the victim's car is not
+/// flagged and is still paid; only the stranger's device is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_farming_under_a_victims_name_flags_only_the_stranger() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Arc::new(Lake::open(&dir.path().to_string_lossy()).await.unwrap());
+    let now = Utc::now();
+    let epoch = Epoch::parse(&format!(
+        "{}/{}",
+        (now - Duration::days(1)).to_rfc3339(),
+        (now - Duration::minutes(1)).to_rfc3339()
+    ))
+    .unwrap();
+    let victims_car = DeviceId::from_public_key(&[1; 32]);
+    let strangers = DeviceId::from_public_key(&[9; 32]);
+    lake.record_enrolment(&hexroad_lake::Enrolment {
+        device_id: victims_car.clone(),
+        contributor_id: "victim".parse().unwrap(),
+        manufacturer: None,
+        serial: None,
+        bound: true,
+        at: epoch.start,
+    })
+    .await
+    .unwrap();
+    let mut rows = drive(
+        1,
+        "victim",
+        1,
+        (60.17, 24.94),
+        300,
+        epoch.start + Duration::hours(1),
+    );
+    let farmed = (60.20, 24.90);
+    rows.extend(
+        drive(
+            2,
+            "victim",
+            9,
+            farmed,
+            8000,
+            epoch.start + Duration::hours(2),
+        )
+        .into_iter()
+        .map(|mut r| {
+            r.lon = farmed.1;
+            r.cell = hexroad_wire::grid::cell_at(r.lat, r.lon).unwrap().into();
+            r
+        }),
+    );
+    lake.append_rows(
+        TableName::Frames,
+        hexroad_lake::schema::frames_batch(&rows).unwrap(),
+    )
+    .await
+    .unwrap();
+    let config = RewardConfig::default();
+    let snapshot = lake.snapshot_as_of(Utc::now()).await.unwrap();
+    let outcome = job::run(&snapshot, &epoch, &config, &[]).await.unwrap();
+    let farming: Vec<&str> = outcome
+        .flags
+        .iter()
+        .filter(|f| f.rule == "stationary_farming")
+        .map(|f| f.subject.as_str())
+        .collect();
+    assert_eq!(farming, [strangers.as_str()], "{:?}", outcome.flags);
+    assert!(!outcome.excluded_devices.contains(victims_car.as_str()));
+    assert!(outcome.split.by_contributor["victim"].amount > 0);
+}

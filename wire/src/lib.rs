@@ -10,6 +10,7 @@
 //! It links neither Delta Lake nor DataFusion, so a device (the simulated
 //! dashcam, or firmware written against this crate) stays small.
 
+pub mod enrol;
 pub mod grid;
 mod ids;
 pub mod jpeg;

@@ -222,7 +222,7 @@ async fn one_run(args: &Args, hostile: bool) -> Result<RunResult> {
     for d in 0..args.devices {
         let k = key(1, d as u64);
         client(&http, &base, &k, &stats)
-            .register("honest", "bench", "bench")
+            .register("honest", "bench", "bench", None)
             .await?;
     }
     let on =
@@ -359,7 +359,7 @@ async fn silent_patches(base: &str, i: u64, stop: &AtomicBool, tally: &Tally) {
     use sha2::Digest as _;
     let (http, stats, key) = (reqwest::Client::new(), Stats::default(), key(2, i));
     let c = client(&http, base, &key, &stats);
-    if c.register("mallory", "bench", "bench").await.is_err() {
+    if c.register("mallory", "bench", "bench", None).await.is_err() {
         return;
     }
     let addr = base.trim_start_matches("http://");
@@ -451,7 +451,7 @@ async fn flood(base: &str, which: usize, stop: &AtomicBool, tally: &Tally) {
         retry_for: Duration::ZERO,
         ..c
     };
-    if which == 3 && c.register("mallory", "bench", "bench").await.is_err() {
+    if which == 3 && c.register("mallory", "bench", "bench", None).await.is_err() {
         return;
     }
     let mut n: u64 = 0;
@@ -462,7 +462,7 @@ async fn flood(base: &str, which: usize, stop: &AtomicBool, tally: &Tally) {
             2 => {
                 let fresh = key(4, n);
                 client(&http, base, &fresh, &stats)
-                    .register("sybil", "bench", "bench")
+                    .register("sybil", "bench", "bench", None)
                     .await
                     .is_err()
             }

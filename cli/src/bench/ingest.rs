@@ -106,7 +106,7 @@ pub async fn run(args: Args) -> Result<()> {
         .collect();
     for (i, key) in keys.iter().enumerate() {
         client(&http, &base, key, &stats)
-            .register(&format!("bench-{i}"), "bench", "bench")
+            .register(&format!("bench-{i}"), "bench", "bench", None)
             .await?;
     }
     let started = Instant::now();

@@ -2,7 +2,7 @@
 //! frames in a fixed order, and what the tables say about its devices and
 //! uploads) and the settings to flags that carry their evidence.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::Duration;
 use h3o::Resolution;
@@ -10,6 +10,7 @@ use hexroad_lake::Snapshot;
 use hexroad_lake::reads::epoch::{
     CopiedUpload, EpochFrame, EpochFrames, RefusedTrack, SameSecond, Span, SpeedAgreement,
 };
+use hexroad_wire::{ContributorId, DeviceId};
 
 use crate::config::{FraudConfig, RewardConfig};
 use crate::epoch::Epoch;
@@ -51,6 +52,10 @@ pub struct Evidence {
     pub speeds: Vec<SpeedAgreement>,
     pub copies: Vec<CopiedUpload>,
     pub same_second: Vec<SameSecond>,
+    /// The devices each contributor's key has bound: a rule about "a
+    /// contributor's devices" acts on these only, so a stranger who names
+    /// someone else's contributor id gets only their own device flagged.
+    pub bound: HashMap<ContributorId, BTreeSet<DeviceId>>,
 }
 
 /// Ingest's reason for a track that jumps faster than a car can go.
@@ -96,6 +101,7 @@ impl Evidence {
                 .await?,
             copies: snapshot.copied_uploads(span).await?,
             same_second: snapshot.same_second_uploads(span).await?,
+            bound: snapshot.bound_devices().await?,
         })
     }
 
@@ -105,10 +111,6 @@ impl Evidence {
 
     fn upload(&self, f: &EpochFrame) -> String {
         self.frames.uploads[f.upload as usize].to_string()
-    }
-
-    fn contributor(&self, f: &EpochFrame) -> String {
-        self.frames.contributors[f.contributor as usize].to_string()
     }
 }
 
@@ -131,11 +133,25 @@ pub fn check(evidence: &Evidence, config: &FraudConfig) -> Vec<Flag> {
     flags
 }
 
-/// Frames per contributor name, for the rules that look at a contributor.
+/// Frames per account, for the rules that look at a contributor: the
+/// devices a contributor's key bound are one account under its name; a
+/// device that only named the contributor (open registration, no binding)
+/// is an account of its own, whatever name it gave.
 fn by_contributor(evidence: &Evidence) -> BTreeMap<String, Vec<&EpochFrame>> {
     let mut out: BTreeMap<String, Vec<&EpochFrame>> = BTreeMap::new();
     for f in &evidence.frames.frames {
-        out.entry(evidence.contributor(f)).or_default().push(f);
+        let contributor = &evidence.frames.contributors[f.contributor as usize];
+        let device = &evidence.frames.devices[f.device as usize];
+        let bound = evidence
+            .bound
+            .get(contributor)
+            .is_some_and(|devices| devices.contains(device));
+        let account = if bound {
+            contributor.to_string()
+        } else {
+            format!("{contributor} (unbound device {device})")
+        };
+        out.entry(account).or_default().push(f);
     }
     out
 }
