@@ -7,6 +7,7 @@ use clap::Parser;
 mod anonymize;
 mod bench;
 mod epoch;
+mod forget;
 mod keys;
 mod serve;
 mod settings;
@@ -45,6 +46,8 @@ enum Command {
     /// Export the map's vector tiles.
     #[command(subcommand)]
     Tiles(tiles::Which),
+    /// Remove a contributor's data from the lake (the right to be forgotten).
+    Forget(forget::Args),
     /// Signing keys for manufacturers and contributor accounts.
     #[command(subcommand)]
     Keys(keys::Which),
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
             Command::Anonymize(args) => anonymize::run(args).await,
             Command::Tiles(which) => tiles::run(which).await,
             Command::Keys(which) => keys::run(which),
+            Command::Forget(args) => forget::run(args).await,
             Command::Epoch(which) => epoch::run(which).await,
             Command::Bench(which) => bench::run(which).await,
             Command::DecodeVideo { .. } => Ok(()),

@@ -288,6 +288,73 @@ fn kill_9_mid_run_loses_and_duplicates_nothing() {
     );
 }
 
+/// Issue 15: the server is killed (SIGKILL) again and again *inside*
+/// finish and commit: each kill waits for a `pending/` marker (written
+/// before an upload's raw object, removed after its rows are committed),
+/// then lands a few milliseconds later, at a different point each time.
+/// The devices retry against the restarted server; afterwards every
+/// acknowledged upload is there exactly once, and no row twice.
+#[test]
+fn killed_again_and_again_inside_commits_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = Some(serve(&data, &listen));
+    let mut sim = sim_command(
+        &format!("http://{listen}"),
+        &[
+            "--devices",
+            "3",
+            "--duration",
+            "60s",
+            "--segment",
+            "10s",
+            "--retry-for",
+            "120s",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let pending = data.join("pending");
+    let delays_ms = [0u64, 3, 10, 25, 60, 1, 40, 15];
+    let mut kills = 0;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    'kills: for delay in delays_ms {
+        // Wait for an upload to be inside finish.
+        loop {
+            if sim.try_wait().unwrap().is_some() {
+                break 'kills;
+            }
+            if walk_count(&pending) > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no upload reached finish");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(delay));
+        drop(server.take()); // SIGKILL
+        kills += 1;
+        server = Some(serve(&data, &listen));
+    }
+    let r = report(sim.wait_with_output().unwrap());
+    eprintln!("{kills} kills inside finish; {} retries", r["retries"]);
+    assert!(kills >= 4, "only {kills} kills landed inside finish");
+    assert_eq!(r["uploads_rejected"], 0, "{r}");
+    assert_eq!(
+        r["uploads_acknowledged"].as_u64().unwrap(),
+        3 * 6 * 3,
+        "every upload was acknowledged: {r}"
+    );
+    assert_tables_match(&data, &r);
+}
+
 fn walk_count(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;

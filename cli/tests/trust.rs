@@ -163,4 +163,44 @@ fn the_sim_joins_an_attested_network_and_drive_ends_stay_private() {
     for frame in &public {
         assert!(frame["contributor"].as_str().unwrap().starts_with("p-"));
     }
+
+    // The right to be forgotten, while the server runs: contributor-0001's
+    // frames leave the public answers and its images are no longer served.
+    let forgotten_frames = sql(
+        &data,
+        "SELECT frame_id FROM frames WHERE contributor_id = 'contributor-0001' \
+         AND image_key IS NOT NULL",
+    );
+    assert!(!forgotten_frames.is_empty());
+    let out =
+        succeed(hexroad(&["forget", "--contributor", "contributor-0001", "--data"]).arg(&data));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["objects"].as_u64().unwrap() >= forgotten_frames.len() as u64);
+    assert_eq!(
+        sql_u64(
+            &data,
+            "SELECT count(*) FROM uploads WHERE contributor_id = 'contributor-0001'"
+        ),
+        0
+    );
+    let left: Vec<Value> = runtime.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/v1/sql", server.base))
+            .header("content-type", "application/json")
+            .body(r#"{"query": "SELECT frame_id FROM frames"}"#)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(left.len() + forgotten_frames.len(), public.len());
+    let image = format!(
+        "{}/frames/{}.jpg",
+        server.base,
+        forgotten_frames[0]["frame_id"].as_str().unwrap()
+    );
+    let status = runtime.block_on(async { reqwest::get(&image).await.unwrap().status() });
+    assert_eq!(status.as_u16(), 404);
 }

@@ -292,18 +292,28 @@ fn members(config: &SimConfig) -> Vec<Member> {
         .chain(std::iter::repeat_n(Role::Replayer, config.replayers))
         .chain(std::iter::repeat_n(Role::Duplicator, config.duplicators));
     for (index, role) in roles.enumerate() {
-        let key = DeviceKey::from_seed(master.random());
-        let rng_seed = master.random();
+        let contributor = format!("contributor-{:04}", index + 1);
         members.push(Member {
             index,
             role,
-            key,
-            contributor: format!("contributor-{:04}", index + 1),
-            contributor_key: crate::device::VouchingKey::from_seed(master.random()),
-            rng_seed,
+            key: DeviceKey::from_seed(master.random()),
+            contributor_key: contributor_key(&contributor),
+            contributor,
+            rng_seed: master.random(),
         });
     }
     members
+}
+
+/// A simulated contributor's account key: the same for its name in every
+/// run, as a person's key would be, whatever the fleet's seed.
+fn contributor_key(name: &str) -> crate::device::VouchingKey {
+    use sha2::{Digest, Sha256};
+    let seed = Sha256::new()
+        .chain_update(b"hexroad sim contributor key\n")
+        .chain_update(name.as_bytes())
+        .finalize();
+    crate::device::VouchingKey::from_seed(seed.into())
 }
 
 /// The run's report from the fleet's shared counters and each device's tally.

@@ -11,6 +11,7 @@
 
 pub mod columns;
 mod error;
+mod forget;
 pub mod grid;
 pub mod h3sql;
 mod public;
@@ -30,6 +31,7 @@ pub use records::{
 };
 // The ids and samples rows are made of come from the ground-floor `wire`
 // crate; they are imported here so modules can name them as `crate::…`.
+pub use forget::Forgotten;
 use hexroad_wire::{
     ContributorId, DeviceId, FrameId, GnssPoint, TelemetrySample, UploadId, UploadKind,
 };

@@ -15,6 +15,7 @@ use url::Url;
 
 use crate::columns;
 
+mod durable;
 mod once;
 use crate::schema::{self, TableName};
 use crate::{
@@ -78,7 +79,7 @@ pub struct Lake {
     pub(crate) blobs: Arc<dyn ObjectStore>,
     pub(crate) tables: [tokio::sync::Mutex<DeltaTable>; TableName::ALL.len()],
     index: Mutex<Index>,
-    commit_lock: tokio::sync::Mutex<()>,
+    pub(crate) commit_lock: tokio::sync::Mutex<()>,
     /// The secret behind public contributor pseudonyms (`public.rs`).
     pub(crate) pseudonym_key: tokio::sync::OnceCell<[u8; 32]>,
 }
@@ -113,13 +114,19 @@ impl Lake {
     /// Opens (creating where missing) every table at `location`.
     pub async fn open(location: &str) -> Result<Self> {
         let root = root_url(location)?;
-        let store_root = DeltaTableBuilder::from_url(root.clone())
-            .and_then(|b| b.build_storage())
-            .map_err(|e| Error::InvalidLocation {
-                location: location.to_owned(),
-                reason: e.to_string(),
-            })?
-            .root_object_store(None);
+        // A local folder syncs what it writes (see `durable`); other stores
+        // are durable when they acknowledge.
+        let store_root: Arc<dyn ObjectStore> = if root.scheme() == "file" {
+            Arc::new(durable::SyncedLocalStore::new())
+        } else {
+            DeltaTableBuilder::from_url(root.clone())
+                .and_then(|b| b.build_storage())
+                .map_err(|e| Error::InvalidLocation {
+                    location: location.to_owned(),
+                    reason: e.to_string(),
+                })?
+                .root_object_store(None)
+        };
         // The store above is rooted at the file system (or bucket) root: blobs
         // live under the lake's own path.
         let prefix = object_store::path::Path::from_url_path(root.path()).map_err(|e| {
@@ -128,11 +135,15 @@ impl Lake {
                 reason: e.to_string(),
             }
         })?;
-        let blobs: Arc<dyn ObjectStore> =
-            Arc::new(object_store::prefix::PrefixStore::new(store_root, prefix));
+        let blobs: Arc<dyn ObjectStore> = Arc::new(object_store::prefix::PrefixStore::new(
+            Arc::clone(&store_root),
+            prefix,
+        ));
         let mut tables = Vec::with_capacity(TableName::ALL.len());
         for name in TableName::ALL {
-            tables.push(tokio::sync::Mutex::new(open_or_create(&root, name).await?));
+            tables.push(tokio::sync::Mutex::new(
+                open_or_create(&root, &store_root, name).await?,
+            ));
         }
         let tables: [tokio::sync::Mutex<DeltaTable>; TableName::ALL.len()] = tables
             .try_into()
@@ -201,6 +212,18 @@ impl Lake {
         debug!(uploads = index.uploads.len(), "lake index rebuilt");
         *self.lock_index() = index;
         Ok(())
+    }
+
+    /// Drops forgotten uploads from the in-memory index, so the same bytes
+    /// sent again are stored again.
+    pub(crate) fn forget_uploads(&self, ids: &[String]) {
+        let mut index = self.lock_index();
+        for id in ids.iter().filter_map(|s| s.parse::<UploadId>().ok()) {
+            index.uploads.remove(&id);
+            index.gnss.remove(&id);
+            index.telemetry.remove(&id);
+            index.accepted_by_sha.retain(|_, u| *u != id);
+        }
     }
 
     fn lock_index(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -422,7 +445,11 @@ fn set_aside_truncated_commit(log: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-async fn open_or_create(root: &Url, name: TableName) -> Result<DeltaTable> {
+async fn open_or_create(
+    root: &Url,
+    store_root: &Arc<dyn ObjectStore>,
+    name: TableName,
+) -> Result<DeltaTable> {
     let url = table_url(root, name);
     if url.scheme() == "file"
         && let Ok(path) = url.to_file_path()
@@ -437,7 +464,16 @@ async fn open_or_create(root: &Url, name: TableName) -> Result<DeltaTable> {
         table: name.as_str(),
         source,
     };
-    let table = DeltaTable::try_from_url(url).await.map_err(delta_err)?;
+    let mut table = DeltaTableBuilder::from_url(url.clone())
+        .map_err(delta_err)?
+        .with_storage_backend(Arc::clone(store_root), url)
+        .build()
+        .map_err(delta_err)?;
+    match table.load().await {
+        // A folder with no log yet: created below.
+        Ok(()) | Err(deltalake::DeltaTableError::NotATable(_)) => {}
+        Err(e) => return Err(delta_err(e)),
+    }
     if table.version().is_some() {
         return Ok(table);
     }

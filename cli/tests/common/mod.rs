@@ -29,11 +29,14 @@ pub fn python() -> PathBuf {
 }
 
 /// `hexroad …` run from the repository root, where the set-up put `datasets/`.
+/// The sim's drives are a minute long, so a 500 m privacy radius would
+/// publish nothing: every command runs without one unless a test sets it.
 pub fn hexroad(args: &[&str]) -> Command {
     let mut cmd = Command::new(bin());
     cmd.current_dir(root())
         .args(args)
-        .env("RUST_LOG", "warn,buoyant_kernel=off,ort=error");
+        .env("RUST_LOG", "warn,buoyant_kernel=off,ort=error")
+        .env("HEXROAD__PRIVACY__RADIUS_M", "0");
     cmd
 }
 
@@ -65,9 +68,6 @@ pub fn serve(data: &Path, listen: &str, env: &[(&str, &str)]) -> Server {
         "--data",
     ])
     .arg(data)
-    // The sim's drives are a minute long: a 500 m privacy radius would
-    // publish nothing. The privacy tests set their own.
-    .env("HEXROAD__PRIVACY__RADIUS_M", "0")
     .envs(env.iter().copied())
     .stdout(Stdio::piped())
     .spawn()
