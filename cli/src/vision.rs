@@ -77,7 +77,15 @@ pub async fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     let stop = crate::shutdown::on_signal();
-    let handle = spawn(lake, config, scratch, stop).await?;
+    // A standalone worker writes frames: it checkpoints what it writes too.
+    let maintenance = tokio::spawn(Arc::clone(&lake).maintain_until(
+        std::time::Duration::from_secs(10),
+        100,
+        stop.clone().cancelled_owned(),
+    ));
+    let handle = spawn(lake, config, scratch, stop.clone()).await?;
     let _ = handle.await;
+    stop.cancel();
+    let _ = maintenance.await;
     Ok(())
 }

@@ -16,6 +16,8 @@ use url::Url;
 use crate::columns;
 
 mod durable;
+mod group;
+mod maintain;
 mod once;
 use crate::schema::{self, TableName};
 use crate::{
@@ -82,6 +84,12 @@ pub struct Lake {
     pub(crate) commit_lock: tokio::sync::Mutex<()>,
     /// The secret behind public contributor pseudonyms (`public.rs`).
     pub(crate) pseudonym_key: tokio::sync::OnceCell<[u8; 32]>,
+    /// Uploads waiting for their group commit (`group.rs`).
+    queue: Mutex<Vec<group::Queued>>,
+    /// Commits this process made per table since its last checkpoint, and
+    /// the version each table was last checkpointed at (`maintain.rs`).
+    commits: [std::sync::atomic::AtomicU64; TableName::ALL.len()],
+    checkpointed: [std::sync::atomic::AtomicU64; TableName::ALL.len()],
 }
 
 impl std::fmt::Debug for Lake {
@@ -155,6 +163,9 @@ impl Lake {
             index: Mutex::new(Index::default()),
             commit_lock: tokio::sync::Mutex::new(()),
             pseudonym_key: tokio::sync::OnceCell::new(),
+            queue: Mutex::new(Vec::new()),
+            commits: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)),
+            checkpointed: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)),
         };
         lake.rebuild_index().await?;
         debug!(root = %lake.root, "lake open");
@@ -244,12 +255,14 @@ impl Lake {
         let updated = current
             .write(vec![batch])
             .with_save_mode(SaveMode::Append)
+            .with_commit_properties(group::quiet(Vec::new()))
             .await
             .map_err(|source| Error::Delta {
                 table: table.as_str(),
                 source,
             })?;
         *guard = updated;
+        self.note_commit(table);
         Ok(())
     }
 
@@ -321,77 +334,12 @@ impl Lake {
     /// (for fraud review) without its rows.
     pub async fn commit_upload(
         &self,
-        mut record: UploadRecord,
+        record: UploadRecord,
         gnss: &[GnssPoint],
         telemetry: &[TelemetrySample],
     ) -> Result<CommitOutcome> {
-        let _serial = self.commit_lock.lock().await;
-        let id = record.upload_id;
-        // Each table's rows of this upload carry the application transaction
-        // `ingest/<upload>`: the table itself, not this process's memory,
-        // says whether they are in (another node, or a commit whose caller
-        // was cancelled before it noted it).
-        let app = format!("ingest/{id}");
-        let (stored, first_with_these_bytes, has_gnss, has_telemetry) = {
-            let index = self.lock_index();
-            let first = index
-                .accepted_by_sha
-                .get(&record.sha256)
-                .and_then(|first| index.uploads.get(first))
-                .cloned();
-            (
-                index.uploads.get(&id).cloned(),
-                first,
-                index.gnss.contains(&id),
-                index.telemetry.contains(&id),
-            )
-        };
-        if let Some(stored) = stored {
-            return Ok(CommitOutcome::AlreadyStored(stored));
-        }
-        if record.status == UploadStatus::Accepted
-            && let Some(first) = first_with_these_bytes.filter(|f| f.upload_id != id)
-        {
-            if first.device_id == record.device_id && !has_gnss && !has_telemetry {
-                return Ok(CommitOutcome::AlreadyStored(first));
-            }
-            record.status = UploadStatus::Duplicate;
-            record.duplicate_of = Some(first.upload_id);
-            // Its bytes are the first upload's; the copy is not kept.
-            record.object_key.clear();
-            record.reject_reason = Some(format!(
-                "duplicate_content: the same bytes were uploaded as {} by device {}",
-                first.upload_id, first.device_id
-            ));
-        }
-        if record.status == UploadStatus::Accepted {
-            if !gnss.is_empty() && !has_gnss {
-                let batch = schema::gnss_batch(id, &record.device_id, gnss)?;
-                self.commit_once(TableName::Gnss, &app, 1, batch).await?;
-                self.lock_index().gnss.insert(id);
-            }
-            if !telemetry.is_empty() && !has_telemetry {
-                let batch = schema::telemetry_batch(id, &record.device_id, telemetry)?;
-                self.commit_once(TableName::Telemetry, &app, 1, batch)
-                    .await?;
-                self.lock_index().telemetry.insert(id);
-            }
-        }
-        let batch = schema::uploads_batch(std::slice::from_ref(&record))?;
-        let already = self
-            .commit_once(TableName::Uploads, &app, 1, batch)
-            .await?
-            .is_some();
-        let mut index = self.lock_index();
-        if record.status == UploadStatus::Accepted {
-            index.accepted_by_sha.insert(record.sha256.clone(), id);
-        }
-        index.uploads.insert(id, UploadSummary::from(&record));
-        Ok(if already {
-            CommitOutcome::AlreadyStored(UploadSummary::from(&record))
-        } else {
-            CommitOutcome::Committed(record)
-        })
+        // Uploads finishing together share their commits (`group.rs`).
+        self.commit_in_group(record, gnss, telemetry).await
     }
 }
 

@@ -192,3 +192,91 @@ async fn a_truncated_last_commit_is_set_aside_at_open() {
     assert!(!next.exists());
     assert!(next.with_extension("json.truncated").exists());
 }
+
+/// Issue 16: uploads finishing at the same moment share their commits (one
+/// per table per group), and still land exactly once each; the same bytes
+/// from two devices in one group make one accepted upload and one
+/// duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_finishing_together_share_commits_and_land_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = std::sync::Arc::new(Lake::open(&dir.path().to_string_lossy()).await.unwrap());
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40u8 {
+        let lake = std::sync::Arc::clone(&lake);
+        tasks.spawn(async move {
+            let sha = if i < 2 {
+                "d".repeat(64)
+            } else {
+                format!("{i:064x}")
+            };
+            lake.commit_upload(record(UploadId::new_random(), i, &sha), &points(5), &[])
+                .await
+                .unwrap()
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let CommitOutcome::Committed(stored) = done.unwrap() else {
+            panic!("every upload is new")
+        };
+        statuses.push(stored.status);
+    }
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == UploadStatus::Duplicate)
+            .count(),
+        1
+    );
+    assert_eq!(count(&lake, "SELECT count(*) FROM uploads").await, 40);
+    assert_eq!(count(&lake, "SELECT count(*) FROM gnss").await, 39 * 5);
+    let commits = std::fs::read_dir(dir.path().join("tables/gnss/_delta_log"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".json")
+        })
+        .count();
+    assert!(commits < 39, "{commits} commits for 39 uploads' fixes");
+}
+
+/// Issue 16: commits write no checkpoint inside the request; maintenance
+/// writes it afterwards, and the table reads the same through it.
+#[tokio::test]
+async fn maintenance_checkpoints_off_the_commit_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&dir.path().to_string_lossy()).await.unwrap();
+    for i in 0..12u8 {
+        lake.commit_upload(
+            record(UploadId::new_random(), i, &format!("{i:064x}")),
+            &points(3),
+            &[],
+        )
+        .await
+        .unwrap();
+    }
+    let log = dir.path().join("tables/gnss/_delta_log");
+    let checkpoints = || {
+        std::fs::read_dir(&log)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".checkpoint.")
+            })
+            .count()
+    };
+    assert_eq!(checkpoints(), 0, "no checkpoint on the commit path");
+    let done = lake.maintain(10).await.unwrap();
+    assert!(done.contains(&hexroad_lake::TableName::Gnss), "{done:?}");
+    assert_eq!(checkpoints(), 1);
+    assert!(lake.maintain(10).await.unwrap().is_empty(), "nothing new");
+    let reopened = Lake::open(&dir.path().to_string_lossy()).await.unwrap();
+    assert_eq!(count(&reopened, "SELECT count(*) FROM gnss").await, 36);
+}

@@ -5,6 +5,7 @@ mod abuse;
 mod common;
 mod epoch;
 mod ingest;
+mod lake;
 mod sql;
 mod synthetic;
 mod tiles;
@@ -27,6 +28,9 @@ pub enum Which {
     Epoch(epoch::Args),
     /// Reading a 10 MB GPX track (and its NMEA twin), beside Python's ElementTree.
     Track(track::Args),
+    /// Small uploads' ack latency as history grows, uploads/s, and the
+    /// commits and files the tables are left with.
+    Lake(lake::Args),
     /// Honest devices' ack latency alone and under every issue-14 attack at
     /// once, and the server's peak RSS.
     Abuse(abuse::Args),
@@ -41,5 +45,6 @@ pub async fn run(which: Which) -> Result<()> {
         Which::Epoch(args) => epoch::run(args).await,
         Which::Track(args) => track::run(args).await,
         Which::Abuse(args) => abuse::run(args).await,
+        Which::Lake(args) => lake::run(args).await,
     }
 }

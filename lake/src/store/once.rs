@@ -111,8 +111,8 @@ impl Lake {
             *guard = current;
             return Ok(done);
         }
-        let properties = deltalake::kernel::transaction::CommitProperties::default()
-            .with_application_transaction(deltalake::kernel::Transaction::new(&app_id, version));
+        let properties =
+            super::group::quiet(vec![deltalake::kernel::Transaction::new(&app_id, version)]);
         match current
             .write(vec![batch])
             .with_save_mode(SaveMode::Append)
@@ -121,6 +121,7 @@ impl Lake {
         {
             Ok(updated) => {
                 *guard = updated;
+                self.note_commit(table);
                 Ok(None)
             }
             Err(deltalake::DeltaTableError::Transaction {

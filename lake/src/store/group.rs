@@ -1,0 +1,324 @@
+//! Group commit: the uploads finishing at the same moment share their
+//! commits. Each caller queues its rows and waits for the commit lock; the
+//! first to get it after rows were queued commits everything queued, one
+//! Delta commit per table, each carrying every upload's application
+//! transaction (`ingest/<upload>`), and hands each caller its outcome; the
+//! others find theirs ready. While one group commits, the next gathers, so
+//! the commits per upload fall as load rises, like a database's group
+//! fsync. No checkpoint is written on this path (see `maintain`).
+
+use std::collections::{HashMap, HashSet};
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use tokio::sync::oneshot;
+
+use super::{CommitOutcome, Index, Lake, UploadSummary};
+use crate::schema::{self, TableName};
+use crate::{Error, GnssPoint, Result, TelemetrySample, UploadId, UploadRecord, UploadStatus};
+
+/// One upload's rows, waiting for its group.
+pub(crate) struct Queued {
+    record: UploadRecord,
+    gnss: Vec<GnssPoint>,
+    telemetry: Vec<TelemetrySample>,
+    reply: oneshot::Sender<Result<CommitOutcome>>,
+}
+
+/// Why a group commit's caller got no outcome of its own.
+fn lost() -> Error {
+    Error::Internal("the commit carrying this upload was interrupted: retry".into())
+}
+
+/// The commit properties of every write on the ingest path: the uploads'
+/// transactions, and no checkpoint or log cleanup inside the request.
+pub(crate) fn quiet(transactions: Vec<Transaction>) -> CommitProperties {
+    CommitProperties::default()
+        .with_application_transactions(transactions)
+        .with_create_checkpoint(false)
+        .with_cleanup_expired_logs(Some(false))
+}
+
+/// What one group will write for one upload, decided before any commit.
+struct Planned {
+    record: UploadRecord,
+    write_gnss: bool,
+    write_telemetry: bool,
+    outcome: Option<CommitOutcome>,
+}
+
+impl Lake {
+    /// Queues an upload's rows and returns once the group that carries
+    /// them is committed (see the module's documentation).
+    pub(super) async fn commit_in_group(
+        &self,
+        record: UploadRecord,
+        gnss: &[GnssPoint],
+        telemetry: &[TelemetrySample],
+    ) -> Result<CommitOutcome> {
+        let (reply, mut outcome) = oneshot::channel();
+        self.lock_queue().push(Queued {
+            record,
+            gnss: gnss.to_vec(),
+            telemetry: telemetry.to_vec(),
+            reply,
+        });
+        let _turn = self.commit_lock.lock().await;
+        if let Ok(done) = outcome.try_recv() {
+            return done;
+        }
+        let group = std::mem::take(&mut *self.lock_queue());
+        self.commit_group(group).await;
+        outcome.try_recv().unwrap_or_else(|_| Err(lost()))
+    }
+
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Vec<Queued>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Commits a group and answers every caller in it.
+    async fn commit_group(&self, group: Vec<Queued>) {
+        let mut replies = Vec::with_capacity(group.len());
+        let mut planned = Vec::with_capacity(group.len());
+        let mut rows = Vec::with_capacity(group.len());
+        {
+            let index = self.lock_index();
+            // Uploads earlier in this group count as stored for the later
+            // ones: the same bytes twice in one group is a duplicate too.
+            let mut in_group = InGroup::default();
+            for q in group {
+                let plan = plan(&index, &mut in_group, q.record);
+                planned.push(plan);
+                rows.push((q.gnss, q.telemetry));
+                replies.push(q.reply);
+            }
+        }
+        let result = self.write_group(&mut planned, &rows).await;
+        for (plan, reply) in planned.into_iter().zip(replies) {
+            let answer = match &result {
+                Ok(()) => Ok(plan
+                    .outcome
+                    .unwrap_or_else(|| CommitOutcome::Committed(plan.record.clone()))),
+                Err(e) => Err(Error::Internal(format!(
+                    "committing a group of uploads: {}",
+                    e.full_message()
+                ))),
+            };
+            // A caller that went away needs no answer.
+            let _ = reply.send(answer);
+        }
+    }
+
+    /// One commit per table for the whole group: GNSS, telemetry, then
+    /// `uploads` (last, so an upload is listed only once its rows are in).
+    async fn write_group(
+        &self,
+        planned: &mut [Planned],
+        rows: &[(Vec<GnssPoint>, Vec<TelemetrySample>)],
+    ) -> Result<()> {
+        let mut gnss = Vec::new();
+        let mut telemetry = Vec::new();
+        let mut uploads = Vec::new();
+        for (plan, (fixes, samples)) in planned.iter().zip(rows) {
+            if plan.outcome.is_some() {
+                continue;
+            }
+            let r = &plan.record;
+            if plan.write_gnss && !fixes.is_empty() {
+                gnss.push((
+                    r.upload_id,
+                    schema::gnss_batch(r.upload_id, &r.device_id, fixes)?,
+                ));
+            }
+            if plan.write_telemetry && !samples.is_empty() {
+                telemetry.push((
+                    r.upload_id,
+                    schema::telemetry_batch(r.upload_id, &r.device_id, samples)?,
+                ));
+            }
+            uploads.push((r.upload_id, schema::uploads_batch(std::slice::from_ref(r))?));
+        }
+        self.append_group(TableName::Gnss, gnss).await?;
+        {
+            let mut index = self.lock_index();
+            for (plan, (fixes, _)) in planned.iter().zip(rows) {
+                if plan.outcome.is_none() && plan.write_gnss && !fixes.is_empty() {
+                    index.gnss.insert(plan.record.upload_id);
+                }
+            }
+        }
+        self.append_group(TableName::Telemetry, telemetry).await?;
+        {
+            let mut index = self.lock_index();
+            for (plan, (_, samples)) in planned.iter().zip(rows) {
+                if plan.outcome.is_none() && plan.write_telemetry && !samples.is_empty() {
+                    index.telemetry.insert(plan.record.upload_id);
+                }
+            }
+        }
+        let stored_elsewhere = self.append_group(TableName::Uploads, uploads).await?;
+        let mut index = self.lock_index();
+        for plan in planned.iter_mut().filter(|p| p.outcome.is_none()) {
+            let r = &plan.record;
+            // In the table now, written here or by another writer.
+            if r.status == UploadStatus::Accepted {
+                index.accepted_by_sha.insert(r.sha256.clone(), r.upload_id);
+            }
+            index.uploads.insert(r.upload_id, UploadSummary::from(r));
+            if stored_elsewhere.contains(&r.upload_id) {
+                plan.outcome = Some(CommitOutcome::AlreadyStored(UploadSummary::from(r)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends several uploads' rows to `table` in one commit carrying each
+    /// upload's `ingest/<upload>` transaction, leaving out the uploads whose
+    /// transaction another writer committed since this process last looked
+    /// (what it committed before is in the index, read from the tables at
+    /// open). Returns the uploads left out.
+    async fn append_group(
+        &self,
+        table: TableName,
+        parts: Vec<(UploadId, RecordBatch)>,
+    ) -> Result<HashSet<UploadId>> {
+        if parts.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let delta_err = |source| Error::Delta {
+            table: table.as_str(),
+            source,
+        };
+        let mut guard = self.tables[table.index()].lock().await;
+        let started = std::time::Instant::now();
+        let mut current = guard.clone();
+        let seen = current.version();
+        current.update_state().await.map_err(delta_err)?;
+        let looked = started.elapsed();
+        let committed_elsewhere = match (seen, current.version()) {
+            (Some(seen), Some(now)) if now > seen => transactions_in(&current, seen + 1..=now)
+                .await
+                .map_err(delta_err)?,
+            _ => HashSet::new(),
+        };
+        let mut left_out = HashSet::new();
+        let mut transactions = Vec::new();
+        let mut batches = Vec::new();
+        for (id, batch) in parts {
+            let app = format!("ingest/{id}");
+            if committed_elsewhere.contains(&app) {
+                left_out.insert(id);
+            } else {
+                transactions.push(Transaction::new(app, 1));
+                batches.push(batch);
+            }
+        }
+        if batches.is_empty() {
+            *guard = current;
+            return Ok(left_out);
+        }
+        let transactions_len = transactions.len();
+        let updated = current
+            .write(batches)
+            .with_save_mode(SaveMode::Append)
+            .with_commit_properties(quiet(transactions))
+            .await
+            .map_err(delta_err)?;
+        *guard = updated;
+        self.note_commit(table);
+        tracing::debug!(
+            table = table.as_str(),
+            uploads = transactions_len,
+            look_ms = looked.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "group committed"
+        );
+        Ok(left_out)
+    }
+}
+
+/// The application ids of the transactions in these commits: read from the
+/// commit files themselves, so the cost is the commits since the last look.
+async fn transactions_in(
+    table: &deltalake::DeltaTable,
+    versions: std::ops::RangeInclusive<u64>,
+) -> deltalake::DeltaResult<HashSet<String>> {
+    let mut ids = HashSet::new();
+    for version in versions {
+        let Some(bytes) = table.log_store().read_commit_entry(version).await? else {
+            continue;
+        };
+        for line in bytes.split(|b| *b == b'\n') {
+            if let Ok(action) = serde_json::from_slice::<serde_json::Value>(line)
+                && let Some(app) = action["txn"]["appId"].as_str()
+            {
+                ids.insert(app.to_owned());
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// What the uploads earlier in a group will have stored once it commits.
+#[derive(Default)]
+struct InGroup {
+    by_id: HashMap<UploadId, UploadSummary>,
+    accepted_by_sha: HashMap<String, UploadSummary>,
+}
+
+/// Decides what one upload adds, from what the lake and the group before
+/// it hold: nothing when it is stored already, only its `uploads` row when
+/// its bytes were accepted from another device.
+fn plan(index: &Index, in_group: &mut InGroup, mut record: UploadRecord) -> Planned {
+    let id = record.upload_id;
+    if let Some(stored) = index.uploads.get(&id).or_else(|| in_group.by_id.get(&id)) {
+        return Planned {
+            record,
+            write_gnss: false,
+            write_telemetry: false,
+            outcome: Some(CommitOutcome::AlreadyStored(stored.clone())),
+        };
+    }
+    let (has_gnss, has_telemetry) = (index.gnss.contains(&id), index.telemetry.contains(&id));
+    let first = index
+        .accepted_by_sha
+        .get(&record.sha256)
+        .and_then(|first| index.uploads.get(first))
+        .or_else(|| in_group.accepted_by_sha.get(&record.sha256))
+        .cloned();
+    if record.status == UploadStatus::Accepted
+        && let Some(first) = first.filter(|f| f.upload_id != id)
+    {
+        if first.device_id == record.device_id && !has_gnss && !has_telemetry {
+            return Planned {
+                record,
+                write_gnss: false,
+                write_telemetry: false,
+                outcome: Some(CommitOutcome::AlreadyStored(first)),
+            };
+        }
+        record.status = UploadStatus::Duplicate;
+        record.duplicate_of = Some(first.upload_id);
+        // Its bytes are the first upload's; the copy is not kept.
+        record.object_key.clear();
+        record.reject_reason = Some(format!(
+            "duplicate_content: the same bytes were uploaded as {} by device {}",
+            first.upload_id, first.device_id
+        ));
+    }
+    let accepted = record.status == UploadStatus::Accepted;
+    if accepted {
+        in_group
+            .accepted_by_sha
+            .insert(record.sha256.clone(), UploadSummary::from(&record));
+    }
+    in_group.by_id.insert(id, UploadSummary::from(&record));
+    Planned {
+        write_gnss: accepted && !has_gnss,
+        write_telemetry: accepted && !has_telemetry,
+        record,
+        outcome: None,
+    }
+}

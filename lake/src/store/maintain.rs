@@ -1,0 +1,72 @@
+//! Table maintenance off the commit path. Commits made here skip delta-rs's
+//! post-commit checkpoint (which lists the whole log and writes a full
+//! checkpoint inside whichever request made the hundredth commit, while
+//! every other upload waits); a background task checkpoints each table
+//! once enough commits have landed since its last checkpoint, and removes
+//! the log files the table's retention lets go.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{debug, warn};
+
+use super::Lake;
+use crate::schema::TableName;
+use crate::{Error, Result};
+
+impl Lake {
+    /// Counts a commit made by this process (for the next maintenance pass).
+    pub(crate) fn note_commit(&self, table: TableName) {
+        self.commits[table.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Checkpoints every table with at least `every` commits since its last
+    /// checkpoint (by version, whoever made them) and cleans its expired
+    /// log. Returns the tables checkpointed.
+    pub async fn maintain(&self, every: u64) -> Result<Vec<TableName>> {
+        let mut done = Vec::new();
+        for table in TableName::ALL {
+            let delta_err = |source| Error::Delta {
+                table: table.as_str(),
+                source,
+            };
+            let mut current = self.tables[table.index()].lock().await.clone();
+            current.update_state().await.map_err(delta_err)?;
+            let version = current.version().unwrap_or(0);
+            let last = self.checkpointed[table.index()].load(std::sync::atomic::Ordering::Relaxed);
+            if version < last + every {
+                continue;
+            }
+            deltalake::checkpoints::create_checkpoint(&current, None)
+                .await
+                .map_err(delta_err)?;
+            let removed = deltalake::checkpoints::cleanup_metadata(&current, None)
+                .await
+                .map_err(delta_err)?;
+            self.checkpointed[table.index()].store(version, std::sync::atomic::Ordering::Relaxed);
+            self.commits[table.index()].store(0, std::sync::atomic::Ordering::Relaxed);
+            debug!(table = table.as_str(), version, removed, "checkpointed");
+            done.push(table);
+        }
+        Ok(done)
+    }
+
+    /// Runs [`Lake::maintain`] every `interval` until `stop` completes.
+    pub async fn maintain_until(
+        self: Arc<Self>,
+        interval: Duration,
+        every: u64,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = &mut stop => return,
+            }
+            if let Err(e) = self.maintain(every).await {
+                warn!(error = %e.full_message(), "table maintenance");
+            }
+        }
+    }
+}
