@@ -245,12 +245,13 @@ async fn uploads_finishing_together_share_commits_and_land_once() {
 }
 
 /// Issue 16: commits write no checkpoint inside the request; maintenance
-/// writes it afterwards, and the table reads the same through it.
+/// compacts the small files and writes the checkpoint afterwards, and the
+/// table reads the same through both.
 #[tokio::test]
-async fn maintenance_checkpoints_off_the_commit_path() {
+async fn maintenance_checkpoints_and_compacts_off_the_commit_path() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(&dir.path().to_string_lossy()).await.unwrap();
-    for i in 0..12u8 {
+    for i in 0..40u8 {
         lake.commit_upload(
             record(UploadId::new_random(), i, &format!("{i:064x}")),
             &points(3),
@@ -278,5 +279,20 @@ async fn maintenance_checkpoints_off_the_commit_path() {
     assert_eq!(checkpoints(), 1);
     assert!(lake.maintain(10).await.unwrap().is_empty(), "nothing new");
     let reopened = Lake::open(&dir.path().to_string_lossy()).await.unwrap();
-    assert_eq!(count(&reopened, "SELECT count(*) FROM gnss").await, 36);
+    assert_eq!(count(&reopened, "SELECT count(*) FROM gnss").await, 120);
+    let operations: Vec<String> = std::fs::read_dir(&log)
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .filter(|text| text.contains("\"OPTIMIZE\""))
+        .collect();
+    assert_eq!(
+        operations.len(),
+        1,
+        "the 40 small files were compacted once"
+    );
+    let files = reopened
+        .query("SELECT count(DISTINCT upload_id) AS n FROM gnss")
+        .await
+        .unwrap();
+    assert_eq!(files.num_rows(), 1);
 }

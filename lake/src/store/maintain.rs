@@ -1,9 +1,11 @@
 //! Table maintenance off the commit path. Commits made here skip delta-rs's
 //! post-commit checkpoint (which lists the whole log and writes a full
 //! checkpoint inside whichever request made the hundredth commit, while
-//! every other upload waits); a background task checkpoints each table
-//! once enough commits have landed since its last checkpoint, and removes
-//! the log files the table's retention lets go.
+//! every other upload waits); a background task compacts a table's small
+//! files once it holds too many (every commit costs more with each file
+//! the snapshot holds), checkpoints each table once enough commits have
+//! landed since its last checkpoint, and removes the log files the table's
+//! retention lets go.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,11 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 use super::Lake;
+
+/// A table with more files than this is compacted at the next pass.
+const COMPACT_OVER_FILES: usize = 32;
+/// The size compaction aims each file at.
+const COMPACT_TARGET_BYTES: std::num::NonZeroU64 = std::num::NonZeroU64::new(64 << 20).unwrap();
 use crate::schema::TableName;
 use crate::{Error, Result};
 
@@ -20,7 +27,8 @@ impl Lake {
         self.commits[table.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Checkpoints every table with at least `every` commits since its last
+    /// Compacts every table holding more than a few dozen files, then
+    /// checkpoints every table with at least `every` commits since its last
     /// checkpoint (by version, whoever made them) and cleans its expired
     /// log. Returns the tables checkpointed.
     pub async fn maintain(&self, every: u64) -> Result<Vec<TableName>> {
@@ -32,6 +40,14 @@ impl Lake {
             };
             let mut current = self.tables[table.index()].lock().await.clone();
             current.update_state().await.map_err(delta_err)?;
+            let files = current
+                .snapshot()
+                .map_err(delta_err)?
+                .log_data()
+                .num_files();
+            if files > COMPACT_OVER_FILES {
+                current = self.compact(table, current).await?;
+            }
             let version = current.version().unwrap_or(0);
             let last = self.checkpointed[table.index()].load(std::sync::atomic::Ordering::Relaxed);
             if version < last + every {
@@ -49,6 +65,34 @@ impl Lake {
             done.push(table);
         }
         Ok(done)
+    }
+
+    /// Rewrites a table's small files into few (Delta OPTIMIZE): a group
+    /// commit, a query and a snapshot all cost more with every file the
+    /// table holds. Appends racing it are not affected: it only removes the
+    /// files it rewrote.
+    async fn compact(
+        &self,
+        table: TableName,
+        current: deltalake::DeltaTable,
+    ) -> Result<deltalake::DeltaTable> {
+        let delta_err = |source| Error::Delta {
+            table: table.as_str(),
+            source,
+        };
+        let (compacted, metrics) = current
+            .optimize()
+            .with_target_size(COMPACT_TARGET_BYTES)
+            .with_commit_properties(super::group::quiet(Vec::new()))
+            .await
+            .map_err(delta_err)?;
+        debug!(
+            table = table.as_str(),
+            removed = metrics.num_files_removed,
+            added = metrics.num_files_added,
+            "compacted"
+        );
+        Ok(compacted)
     }
 
     /// Runs [`Lake::maintain`] every `interval` until `stop` completes.
