@@ -24,11 +24,6 @@ pub struct Args {
     config: Option<PathBuf>,
 }
 
-/// How often the tables are looked at for a checkpoint, and after how many
-/// commits one is written.
-const MAINTENANCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-const CHECKPOINT_EVERY: u64 = 100;
-
 pub async fn run(args: Args) -> Result<()> {
     let mut settings = crate::settings::load(args.config.as_deref(), std::env::vars())?;
     if let Some(data) = args.data {
@@ -81,11 +76,8 @@ pub async fn run(args: Args) -> Result<()> {
     .await?;
     let sweeper = tokio::spawn(Arc::clone(&state).run_sweeper(stop.clone().cancelled_owned()));
     // Checkpoints and log cleanup, off the commit path.
-    let maintenance = tokio::spawn(Arc::clone(&lake).maintain_until(
-        MAINTENANCE_INTERVAL,
-        CHECKPOINT_EVERY,
-        stop.clone().cancelled_owned(),
-    ));
+    let maintenance =
+        tokio::spawn(Arc::clone(&lake).maintain_until(stop.clone().cancelled_owned()));
     let vision = if settings.vision.enabled {
         Some(
             crate::vision::spawn(

@@ -78,11 +78,8 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let stop = crate::shutdown::on_signal();
     // A standalone worker writes frames: it checkpoints what it writes too.
-    let maintenance = tokio::spawn(Arc::clone(&lake).maintain_until(
-        std::time::Duration::from_secs(10),
-        100,
-        stop.clone().cancelled_owned(),
-    ));
+    let maintenance =
+        tokio::spawn(Arc::clone(&lake).maintain_until(stop.clone().cancelled_owned()));
     let handle = spawn(lake, config, scratch, stop.clone()).await?;
     let _ = handle.await;
     stop.cancel();

@@ -92,7 +92,7 @@ impl VouchingKey {
 
     /// The hex of the public key, as the server is configured with it.
     pub fn public_hex(&self) -> String {
-        hex::encode(self.key.verifying_key().as_bytes())
+        hexroad_wire::enrol::public_key_hex(self.key.verifying_key().as_bytes())
     }
 
     /// Base64 of the ed25519 signature over `message`.

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -16,7 +15,9 @@ use tracing::info;
 
 use crate::ApiError;
 use crate::app::Ingest;
-use crate::extract::{Bodiless, JsonBody, Signed, SignedDevice, header_str};
+use crate::extract::{
+    Bodiless, JsonBody, Signed, SignedDevice, bounded_body, header_str, peer_address,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,14 +52,7 @@ pub async fn register(
     parts: Parts,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let limit = state.config.max_json_bytes;
-    let body: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("registration bodies are limited to {limit} bytes"),
-        )
-    })?;
+    let body = bounded_body(body, state.config.max_json_bytes, "registration").await?;
     check_content_digest(&parts, &body)?;
     let v = signed.verified;
     state.admit(&v)?;
@@ -82,13 +76,11 @@ pub async fn register(
     let _one_at_a_time = state.registration.lock().await;
     let existing = state.device(&device);
     if existing.is_none() {
-        let address = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip());
-        state
-            .limits
-            .take_registration_from(address, &contributor, std::time::Instant::now())?;
+        state.limits.take_registration_from(
+            peer_address(&parts),
+            &contributor,
+            std::time::Instant::now(),
+        )?;
     }
     if let Some(existing) = existing {
         if existing.status == DeviceStatus::Revoked {

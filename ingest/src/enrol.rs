@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -18,7 +17,8 @@ use base64::Engine as _;
 use ed25519_dalek::{Signature, VerifyingKey};
 use hexroad_lake::ContributorKey;
 use hexroad_wire::enrol::{
-    attestation_message, binding_message, public_key_from_hex, rotation_message, valid_serial,
+    attestation_message, binding_message, public_key_from_hex, public_key_hex, rotation_message,
+    valid_serial,
 };
 use hexroad_wire::{ContributorId, DeviceId};
 use serde::Deserialize;
@@ -27,6 +27,7 @@ use tracing::info;
 use crate::ApiError;
 use crate::app::Ingest;
 use crate::config::RegistrationMode;
+use crate::extract::{bounded_body, peer_address};
 
 /// A manufacturer's signature over the device key and its serial.
 #[derive(Debug, Deserialize)]
@@ -192,24 +193,15 @@ pub async fn rotate_key(
     parts: Parts,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let limit = state.config.max_json_bytes;
-    let body: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("key rotation bodies are limited to {limit} bytes"),
-        )
-    })?;
+    let body = bounded_body(body, state.config.max_json_bytes, "key rotation").await?;
     let contributor: ContributorId = id.parse().map_err(|e: hexroad_wire::IdError| {
         ApiError::bad_request("bad_contributor_id", e.to_string())
     })?;
-    let address = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
-    state
-        .limits
-        .take_registration_from(address, &contributor, std::time::Instant::now())?;
+    state.limits.take_registration_from(
+        peer_address(&parts),
+        &contributor,
+        std::time::Instant::now(),
+    )?;
     let rotation: Rotation = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_body", format!("key rotation body: {e}")))?;
     let new_key = public_key_from_hex(&rotation.public_key).ok_or_else(|| {
@@ -230,12 +222,11 @@ pub async fn rotate_key(
             "the new key is the key in force",
         ));
     }
-    let old_hex: String = account
-        .public_key
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let message = rotation_message(&contributor, &old_hex, &rotation.public_key);
+    let message = rotation_message(
+        &contributor,
+        &public_key_hex(&account.public_key),
+        &rotation.public_key,
+    );
     if !verify(&account.public_key, &message, &rotation.signature) {
         return Err(ApiError::forbidden(
             "bad_rotation",

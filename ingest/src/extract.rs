@@ -166,3 +166,28 @@ impl<S: Send + Sync> FromRequestParts<S> for ChunkHeaders {
         Ok(Self { offset, checksum })
     }
 }
+
+/// A JSON request body, read up to `limit` bytes; past it, 413 naming
+/// `what` ("registration", "privacy zone", …).
+pub async fn bounded_body(
+    body: axum::body::Body,
+    limit: usize,
+    what: &str,
+) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("{what} bodies are limited to {limit} bytes"),
+        )
+    })
+}
+
+/// The peer's address, as `hexroad_http::serve` attaches it; `None` when
+/// the router runs without it (a test calling it in-process).
+pub fn peer_address(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}

@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -18,7 +17,7 @@ use tracing::info;
 
 use crate::ApiError;
 use crate::app::Ingest;
-use crate::extract::{Bodiless, JsonBody, SignedDevice};
+use crate::extract::{Bodiless, JsonBody, SignedDevice, bounded_body};
 
 /// The smallest zone: a GNSS fix's error must not let a home show.
 pub const MIN_ZONE_RADIUS_M: f64 = 50.0;
@@ -48,14 +47,7 @@ pub async fn declare(
     parts: Parts,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let limit = state.config.max_json_bytes;
-    let body: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("privacy zone bodies are limited to {limit} bytes"),
-        )
-    })?;
+    let body = bounded_body(body, state.config.max_json_bytes, "privacy zone").await?;
     crate::devices::check_content_digest(&parts, &body)?;
     let d: Declaration = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_body", format!("privacy zone body: {e}")))?;

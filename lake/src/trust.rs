@@ -142,7 +142,7 @@ fn zone_batch(z: &PrivacyZone) -> Result<RecordBatch> {
 fn key_batch(k: &ContributorKey) -> Result<RecordBatch> {
     let cols: Vec<ArrayRef> = vec![
         one_str(k.contributor_id.as_str()),
-        one_str(&hex_lower(&k.public_key)),
+        one_str(&hexroad_wire::enrol::public_key_hex(&k.public_key)),
         ts([k.changed_at]),
     ];
     Ok(RecordBatch::try_new(
@@ -164,22 +164,6 @@ fn enrolment_batch(e: &Enrolment) -> Result<RecordBatch> {
         stored_schema(TableName::Enrolments),
         cols,
     )?)
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn key_from_hex(text: &str) -> Result<[u8; 32]> {
-    let bad = || crate::reads::malformed(text, "contributor key");
-    if text.len() != 64 {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(out)
 }
 
 impl Lake {
@@ -218,7 +202,8 @@ impl Lake {
             if let (Some(key), Some(at)) = (keys.first(), at.first()) {
                 return Ok(Some(ContributorKey {
                     contributor_id: contributor.clone(),
-                    public_key: key_from_hex(key)?,
+                    public_key: hexroad_wire::enrol::public_key_from_hex(key)
+                        .ok_or_else(|| crate::reads::malformed(key, "contributor key"))?,
                     changed_at: *at,
                 }));
             }

@@ -32,6 +32,12 @@ pub fn public_key_from_hex(text: &str) -> Option<[u8; 32]> {
     Some(id.public_key())
 }
 
+/// An ed25519 public key as the 64 lowercase hex digits the messages and
+/// tables carry (a device id's form, for any key).
+pub fn public_key_hex(key: &[u8; 32]) -> String {
+    DeviceId::from_public_key(key).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +55,9 @@ mod tests {
         assert!(!valid_serial("SN 1") && !valid_serial("") && !valid_serial("é"));
         assert_eq!(public_key_from_hex(d.as_str()), Some([1; 32]));
         assert_eq!(public_key_from_hex("xyz"), None);
+        assert_eq!(
+            public_key_from_hex(&public_key_hex(&[7; 32])),
+            Some([7; 32])
+        );
     }
 }

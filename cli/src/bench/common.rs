@@ -58,3 +58,36 @@ pub fn device_client<'a>(
         replayer: false,
     }
 }
+
+/// The ingest service on a loopback port over `lake`, as `serve` runs it
+/// (its public authority the address it listens on); `tune` adjusts the
+/// settings. Returns its base URL and the task serving it.
+pub async fn start_ingest(
+    lake: &Arc<Lake>,
+    scratch: PathBuf,
+    tune: impl FnOnce(&mut hexroad_ingest::IngestConfig),
+) -> Result<(String, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let mut config = hexroad_ingest::IngestConfig {
+        public_authority: addr.to_string(),
+        requests_per_second: 10_000.0,
+        request_burst: 10_000.0,
+        ..hexroad_ingest::IngestConfig::default()
+    };
+    tune(&mut config);
+    let state = hexroad_ingest::Ingest::open(
+        Arc::clone(lake),
+        config,
+        hexroad_ingest::system_clock(),
+        scratch,
+    )
+    .await?;
+    let server = tokio::spawn(hexroad_http::serve(
+        listener,
+        hexroad_ingest::app(state),
+        hexroad_http::ServeLimits::default(),
+        std::future::pending(),
+    ));
+    Ok((format!("http://{addr}"), server))
+}

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use hexroad_dashcam_sim::{DeviceClient, DeviceKey, Outcome, Stats, UploadSpec};
-use hexroad_ingest::{Ingest, IngestConfig, app, system_clock};
 use hexroad_lake::Lake;
 
 use super::common::percentile_ms;
@@ -53,22 +52,7 @@ pub async fn run(args: Args) -> Result<()> {
     let dir = tempfile::tempdir().context("temporary data folder")?;
     let data = dir.path().join("data");
     let lake = Arc::new(Lake::open(&data.to_string_lossy()).await?);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let config = IngestConfig {
-        public_authority: addr.to_string(),
-        requests_per_second: 10_000.0,
-        request_burst: 10_000.0,
-        ..IngestConfig::default()
-    };
-    let state = Ingest::open(Arc::clone(&lake), config, system_clock(), dir.path().into()).await?;
-    let server = tokio::spawn(hexroad_http::serve(
-        listener,
-        app(state),
-        hexroad_http::ServeLimits::default(),
-        std::future::pending(),
-    ));
-    let base = format!("http://{addr}");
+    let (base, server) = super::common::start_ingest(&lake, dir.path().into(), |_| {}).await?;
     let size = args.size_mib << 20;
     let payloads: Vec<Vec<Bytes>> = (0..args.devices)
         .map(|d| (0..args.uploads).map(|n| batch(d, n, size)).collect())

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use hexroad_dashcam_sim::{DeviceKey, Outcome, Stats, UploadSpec};
-use hexroad_ingest::{Ingest, IngestConfig, app, system_clock};
 use hexroad_lake::Lake;
 
 use super::common::percentile_ms;
@@ -89,32 +88,15 @@ pub async fn run(args: Args) -> Result<()> {
     let opened = Instant::now();
     let lake = Arc::new(Lake::open(&data.to_string_lossy()).await?);
     let open_s = opened.elapsed().as_secs_f64();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let config = IngestConfig {
-        public_authority: addr.to_string(),
-        requests_per_second: 10_000.0,
-        request_burst: 10_000.0,
-        registrations_per_second: 10_000.0,
-        registration_burst: 10_000.0,
-        address_registrations_per_second: 10_000.0,
-        address_registration_burst: 10_000.0,
-        ..IngestConfig::default()
-    };
-    let state = Ingest::open(Arc::clone(&lake), config, system_clock(), dir.path().into()).await?;
-    let server = tokio::spawn(hexroad_http::serve(
-        listener,
-        app(state),
-        hexroad_http::ServeLimits::default(),
-        std::future::pending(),
-    ));
+    let (base, server) = super::common::start_ingest(&lake, dir.path().into(), |c| {
+        c.registrations_per_second = 10_000.0;
+        c.registration_burst = 10_000.0;
+        c.address_registrations_per_second = 10_000.0;
+        c.address_registration_burst = 10_000.0;
+    })
+    .await?;
     // Checkpoints off the commit path, as `serve` runs them.
-    let maintenance = tokio::spawn(Arc::clone(&lake).maintain_until(
-        Duration::from_secs(10),
-        100,
-        std::future::pending(),
-    ));
-    let base = format!("http://{addr}");
+    let maintenance = tokio::spawn(Arc::clone(&lake).maintain_until(std::future::pending()));
     let http = reqwest::Client::new();
     let stats = Arc::new(Stats::default());
     // A run's own keys, so stacked runs add devices and history.

@@ -14,6 +14,10 @@ use tracing::{debug, warn};
 
 use super::Lake;
 
+/// How often the tables are looked at by a running process.
+pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(10);
+/// A table is checkpointed once it is this many versions past its last.
+pub const CHECKPOINT_EVERY: u64 = 100;
 /// A table with more files than this is compacted at the next pass.
 const COMPACT_OVER_FILES: usize = 32;
 /// The size compaction aims each file at.
@@ -95,20 +99,18 @@ impl Lake {
         Ok(compacted)
     }
 
-    /// Runs [`Lake::maintain`] every `interval` until `stop` completes.
-    pub async fn maintain_until(
-        self: Arc<Self>,
-        interval: Duration,
-        every: u64,
-        stop: impl std::future::Future<Output = ()>,
-    ) {
+    /// Runs [`Lake::maintain`] every [`MAINTENANCE_INTERVAL`], checkpointing
+    /// each [`CHECKPOINT_EVERY`] versions, until `stop` completes: what every
+    /// long-running process that writes (`serve`, a standalone vision
+    /// worker) runs beside its work.
+    pub async fn maintain_until(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         loop {
             tokio::select! {
-                () = tokio::time::sleep(interval) => {}
+                () = tokio::time::sleep(MAINTENANCE_INTERVAL) => {}
                 () = &mut stop => return,
             }
-            if let Err(e) = self.maintain(every).await {
+            if let Err(e) = self.maintain(CHECKPOINT_EVERY).await {
                 warn!(error = %e.full_message(), "table maintenance");
             }
         }
