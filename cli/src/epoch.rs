@@ -101,10 +101,14 @@ async fn compute(args: &EpochArgs) -> Result<(Outcome, Ledger, RewardConfig, Arc
     epoch
         .check_against_paid(paid.iter().map(String::as_str))
         .map_err(anyhow::Error::msg)?;
-    let snapshot = lake
-        .snapshot_as_of(close)
-        .await
-        .with_context(|| format!("reading the tables as of {}", close.to_rfc3339()))?;
+    let snapshot = lake.snapshot_as_of(close).await.with_context(|| {
+        format!(
+            "reading the tables as of {} (an epoch can be rerun only while the lake keeps \
+                 what it read: [lake] retention, {} here, after its close)",
+            close.to_rfc3339(),
+            humantime::format_duration(settings.lake.retention)
+        )
+    })?;
     let versions = snapshot.versions().to_vec();
     let outcome = job::run(&snapshot, &epoch, &config, &regions).await?;
     let mut ledger = Ledger::new(

@@ -9,6 +9,7 @@ mod bench;
 mod epoch;
 mod forget;
 mod keys;
+mod maintain;
 mod serve;
 mod settings;
 mod shutdown;
@@ -48,6 +49,8 @@ enum Command {
     Tiles(tiles::Which),
     /// Remove a contributor's data from the lake (the right to be forgotten).
     Forget(forget::Args),
+    /// Compact, checkpoint, clean up and vacuum the tables now.
+    Maintain(maintain::Args),
     /// Signing keys for manufacturers and contributor accounts.
     #[command(subcommand)]
     Keys(keys::Which),
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
             Command::Tiles(which) => tiles::run(which).await,
             Command::Keys(which) => keys::run(which),
             Command::Forget(args) => forget::run(args).await,
+            Command::Maintain(args) => maintain::run(args).await,
             Command::Epoch(which) => epoch::run(which).await,
             Command::Bench(which) => bench::run(which).await,
             Command::DecodeVideo { .. } => Ok(()),

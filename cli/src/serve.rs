@@ -76,8 +76,9 @@ pub async fn run(args: Args) -> Result<()> {
     .await?;
     let sweeper = tokio::spawn(Arc::clone(&state).run_sweeper(stop.clone().cancelled_owned()));
     // Checkpoints and log cleanup, off the commit path.
-    let maintenance =
-        tokio::spawn(Arc::clone(&lake).maintain_until(stop.clone().cancelled_owned()));
+    let maintenance = tokio::spawn(
+        Arc::clone(&lake).maintain_until(settings.lake.clone(), stop.clone().cancelled_owned()),
+    );
     let vision = if settings.vision.enabled {
         Some(
             crate::vision::spawn(

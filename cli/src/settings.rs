@@ -32,6 +32,8 @@ pub struct Settings {
     pub tiles: TilesConfig,
     pub rewards: RewardConfig,
     pub privacy: PrivacySettings,
+    /// Compaction, checkpoints, log cleanup and vacuum of the tables.
+    pub lake: hexroad_lake::Maintenance,
 }
 
 /// What is kept off every public surface (`[privacy]`).
@@ -150,6 +152,7 @@ impl Settings {
         self.sql.validate().map_err(|e| e.within("sql"))?;
         self.tiles.validate().map_err(|e| e.within("tiles"))?;
         self.rewards.validate().map_err(|e| e.within("rewards"))?;
+        self.lake.validate().map_err(|e| e.within("lake"))?;
         require(
             self.privacy.radius_m.is_finite() && self.privacy.radius_m >= 0.0,
             "radius_m",
@@ -185,6 +188,7 @@ impl Default for Settings {
             tiles: TilesConfig::default(),
             rewards: RewardConfig::default(),
             privacy: PrivacySettings::default(),
+            lake: hexroad_lake::Maintenance::default(),
         }
     }
 }

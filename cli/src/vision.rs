@@ -78,8 +78,9 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let stop = crate::shutdown::on_signal();
     // A standalone worker writes frames: it checkpoints what it writes too.
-    let maintenance =
-        tokio::spawn(Arc::clone(&lake).maintain_until(stop.clone().cancelled_owned()));
+    let maintenance = tokio::spawn(
+        Arc::clone(&lake).maintain_until(settings.lake.clone(), stop.clone().cancelled_owned()),
+    );
     let handle = spawn(lake, config, scratch, stop.clone()).await?;
     let _ = handle.await;
     stop.cancel();

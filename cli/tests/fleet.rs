@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{Server, bin, root, sql_u64, succeed};
+use common::{Server, assert_tables_match, bin, root, sql_u64, succeed};
 
 fn osm() -> PathBuf {
     let path = root().join("datasets/Helsinki.osm.pbf");
@@ -52,50 +52,6 @@ fn report(output: std::process::Output) -> Value {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).unwrap()
-}
-
-/// Every acknowledged upload is in `uploads` exactly once, every
-/// acknowledged GNSS point is in `gnss` exactly once.
-fn assert_tables_match(data: &Path, r: &Value) {
-    let acknowledged = r["uploads_acknowledged"].as_u64().unwrap();
-    let points = r["gnss_points_acknowledged"].as_u64().unwrap();
-    let rejected = r["uploads_rejected"].as_u64().unwrap();
-    assert!(acknowledged > 0 && points > 0, "{r}");
-    assert_eq!(
-        sql_u64(
-            data,
-            "SELECT count(*) FROM uploads WHERE status IN ('accepted', 'duplicate')"
-        ),
-        acknowledged
-    );
-    assert_eq!(
-        sql_u64(
-            data,
-            "SELECT count(*) FROM uploads WHERE status = 'rejected'"
-        ),
-        rejected
-    );
-    assert_eq!(
-        sql_u64(
-            data,
-            "SELECT count(*) - count(DISTINCT upload_id) FROM uploads"
-        ),
-        0,
-        "an upload id appears twice"
-    );
-    assert_eq!(sql_u64(data, "SELECT count(*) FROM gnss"), points);
-    assert_eq!(
-        sql_u64(
-            data,
-            "SELECT count(*) FROM (SELECT DISTINCT upload_id, ts FROM gnss)"
-        ),
-        points,
-        "a GNSS point appears twice"
-    );
-    assert_eq!(
-        sql_u64(data, "SELECT count(*) FROM telemetry"),
-        r["telemetry_samples_acknowledged"].as_u64().unwrap()
-    );
 }
 
 /// The tables as an independent reader sees them: Python's `deltalake`.

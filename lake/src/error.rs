@@ -15,6 +15,16 @@ pub enum Error {
         source: deltalake::DeltaTableError,
     },
 
+    /// A table's state at a past moment is no longer kept: its log or
+    /// files from then were cleaned up past the lake's retention.
+    #[error(
+        "table {table} as of {at} is no longer kept: its history from then is past the lake's retention"
+    )]
+    HistoryExpired {
+        table: &'static str,
+        at: chrono::DateTime<chrono::Utc>,
+    },
+
     /// A blob could not be read or written.
     #[error("blob {key}")]
     Blob {

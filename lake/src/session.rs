@@ -49,13 +49,19 @@ impl Lake {
     ) -> Result<Vec<(TableName, u64)>> {
         let mut versions = Vec::new();
         for name in TableName::ALL {
-            let mut table = self.tables[name.index()].lock().await.clone();
+            let mut table = match at {
+                None => self.latest(name).await?,
+                Some(_) => self.tables[name.index()].lock().await.clone(),
+            };
             let loaded = match at {
-                None => table.update_state().await,
+                None => Ok(()),
                 // A table created after `at` (an older lake gaining a new
                 // table) was empty then: its creation, version 0.
                 Some(at) => match table.load_with_datetime(at).await {
-                    Ok(()) => Ok(()),
+                    Ok(()) => {
+                        committed_by(&table, name, at).await?;
+                        Ok(())
+                    }
                     Err(e) => table.load_version(0).await.map_err(|_| e),
                 },
             };
@@ -92,5 +98,37 @@ impl Lake {
             ctx.register_table(*name, view)?;
         }
         Ok(versions)
+    }
+}
+
+/// Delta's time travel falls back to the oldest version it still has when
+/// the log from `at` was cleaned up; that state is a later one, and an
+/// epoch must never be read from it. The version loaded must have been
+/// committed by `at` (its creation excepted).
+async fn committed_by(
+    table: &deltalake::DeltaTable,
+    name: TableName,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    let version = table.version().unwrap_or(0);
+    if version == 0 {
+        // The table's creation, empty: what it held at `at` even when it
+        // was created later (an older lake gaining a table).
+        return Ok(());
+    }
+    let commit = object_store::path::Path::from(format!("_delta_log/{version:020}.json"));
+    let store = table.log_store().object_store(None);
+    use object_store::ObjectStoreExt;
+    match store.head(&commit).await {
+        Ok(meta) if meta.last_modified <= at => Ok(()),
+        // The commit is later than `at` (the oldest one kept), or gone.
+        Ok(_) | Err(object_store::Error::NotFound { .. }) => Err(Error::HistoryExpired {
+            table: name.as_str(),
+            at,
+        }),
+        Err(e) => Err(Error::Blob {
+            key: commit.to_string(),
+            source: e,
+        }),
     }
 }

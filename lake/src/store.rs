@@ -17,6 +17,7 @@ use crate::columns;
 
 mod durable;
 mod group;
+mod latest;
 mod maintain;
 mod once;
 use crate::schema::{self, TableName};
@@ -24,6 +25,7 @@ use crate::{
     DeviceId, DeviceRecord, DeviceStatus, Error, GnssPoint, Result, TelemetrySample, UploadId,
     UploadRecord, UploadStatus,
 };
+pub use maintain::{Maintained, Maintenance};
 pub use once::EpochRows;
 
 /// What [`Lake::commit_upload`] did.
@@ -90,6 +92,8 @@ pub struct Lake {
     /// the version each table was last checkpointed at (`maintain.rs`).
     commits: [std::sync::atomic::AtomicU64; TableName::ALL.len()],
     checkpointed: [std::sync::atomic::AtomicU64; TableName::ALL.len()],
+    /// When this process last vacuumed each table (`maintain.rs`).
+    vacuumed: maintain::VacuumClock,
 }
 
 impl std::fmt::Debug for Lake {
@@ -166,6 +170,7 @@ impl Lake {
             queue: Mutex::new(Vec::new()),
             commits: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)),
             checkpointed: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)),
+            vacuumed: Default::default(),
         };
         lake.rebuild_index().await?;
         debug!(root = %lake.root, "lake open");
@@ -241,6 +246,11 @@ impl Lake {
         // A panic while holding the lock cannot leave the index half-updated
         // (each update is one insert), so a poisoned lock is still usable.
         self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many uploads the lake holds (any status).
+    pub fn upload_count(&self) -> usize {
+        self.lock_index().uploads.len()
     }
 
     /// What is stored of `upload`, if anything.
@@ -432,6 +442,7 @@ async fn open_or_create(
         .create()
         .with_table_name(name.as_str())
         .with_columns(columns.fields().cloned())
+        .with_configuration(maintain::Maintenance::default().table_properties())
         .with_save_mode(SaveMode::Ignore)
         .await
         .map_err(delta_err)

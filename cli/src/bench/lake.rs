@@ -1,9 +1,12 @@
 //! `hexroad bench lake`: what history costs the write path. Many devices
-//! upload small signed GPX tracks through the real API into one lake; the
-//! acknowledgement latency over the first and the last tenth of the run,
-//! sustained uploads/s, and the commits and Parquet files each table was
-//! left with. `--data` keeps the lake, so runs can be stacked to build
-//! history and measured beside a fresh lake.
+//! upload small signed GPX tracks through the real API: first `--history`
+//! uploads into one lake (its history, built through the same path as any
+//! upload, maintenance running beside as in `serve`), then the same probe
+//! of `--uploads` into that lake and into a fresh one, in the same run.
+//! Prints ack p50/p99 of both and their ratio, sustained uploads/s,
+//! `Lake::open` time and memory over the history, and the commits and
+//! Parquet files per table before and after a maintenance pass. `--data`
+//! keeps the history lake, so runs can be stacked.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -21,13 +24,17 @@ pub struct Args {
     /// Concurrent devices.
     #[arg(long, default_value_t = 16)]
     devices: usize,
-    /// Uploads in all.
+    /// Uploads of history to build before the probe (0: measure the lake
+    /// as it is).
+    #[arg(long, default_value_t = 4000)]
+    history: usize,
+    /// Uploads in each probe (into the history lake and a fresh one).
     #[arg(long, default_value_t = 800)]
     uploads: usize,
     /// GNSS fixes per track.
     #[arg(long, default_value_t = 30)]
     fixes: usize,
-    /// Keep the lake here (and build on what it holds); a fresh one in a
+    /// Keep the history lake here (and build on what it holds); a
     /// temporary folder otherwise.
     #[arg(long)]
     data: Option<PathBuf>,
@@ -60,8 +67,19 @@ fn gpx(device: usize, n: usize, fixes: usize) -> Bytes {
     Bytes::from(out)
 }
 
+/// Commit files and live Parquet files of a table (the latter from its
+/// snapshot: replaced files wait for vacuum and are not counted).
+async fn table_files(
+    lake: &Lake,
+    data: &Path,
+    table: hexroad_lake::TableName,
+) -> Result<(usize, usize)> {
+    let (commits, _) = folder_files(&data.join("tables").join(table.as_str()));
+    Ok((commits, lake.data_files(table).await?))
+}
+
 /// Commit files and Parquet files under a table's folder.
-fn table_files(table: &Path) -> (usize, usize) {
+fn folder_files(table: &Path) -> (usize, usize) {
     let commits = std::fs::read_dir(table.join("_delta_log"))
         .map(|d| {
             d.flatten()
@@ -79,29 +97,64 @@ fn table_files(table: &Path) -> (usize, usize) {
     (commits, parquet)
 }
 
-pub async fn run(args: Args) -> Result<()> {
-    if args.devices == 0 || args.uploads < args.devices || args.fixes < 2 {
-        bail!("--devices must be positive, --uploads at least --devices, --fixes at least 2");
+/// What one stretch of uploads measured.
+struct Drive {
+    /// When each upload was acknowledged and how long it took, in order.
+    acks: Vec<(Instant, Duration)>,
+    elapsed_s: f64,
+}
+
+impl Drive {
+    fn rate(&self) -> f64 {
+        self.acks.len() as f64 / self.elapsed_s.max(1e-9)
     }
-    let dir = tempfile::tempdir().context("temporary folder")?;
-    let data = args.data.clone().unwrap_or_else(|| dir.path().join("data"));
-    let opened = Instant::now();
-    let lake = Arc::new(Lake::open(&data.to_string_lossy()).await?);
-    let open_s = opened.elapsed().as_secs_f64();
-    let (base, server) = super::common::start_ingest(&lake, dir.path().into(), |c| {
+
+    /// p50 and p99 (ms) of a slice of the acknowledgements.
+    fn quantiles(slice: &[(Instant, Duration)]) -> (f64, f64) {
+        let mut d: Vec<Duration> = slice.iter().map(|(_, d)| *d).collect();
+        d.sort();
+        (percentile_ms(&d, 0.5), percentile_ms(&d, 0.99))
+    }
+
+    fn all(&self) -> (f64, f64) {
+        Self::quantiles(&self.acks)
+    }
+
+    fn first_tenth(&self) -> (f64, f64) {
+        Self::quantiles(&self.acks[..(self.acks.len() / 10).max(1)])
+    }
+
+    fn last_tenth(&self) -> (f64, f64) {
+        let tenth = (self.acks.len() / 10).max(1);
+        Self::quantiles(&self.acks[self.acks.len() - tenth..])
+    }
+}
+
+/// `uploads` small uploads from `devices` new devices into `lake` through
+/// the real ingest API, maintenance running beside as `serve` runs it.
+async fn drive(
+    lake: &Arc<Lake>,
+    scratch: &Path,
+    devices: usize,
+    uploads: usize,
+    fixes: usize,
+) -> Result<Drive> {
+    let (base, server) = super::common::start_ingest(lake, scratch.into(), |c| {
         c.registrations_per_second = 10_000.0;
         c.registration_burst = 10_000.0;
         c.address_registrations_per_second = 10_000.0;
         c.address_registration_burst = 10_000.0;
     })
     .await?;
-    // Checkpoints off the commit path, as `serve` runs them.
-    let maintenance = tokio::spawn(Arc::clone(&lake).maintain_until(std::future::pending()));
+    let maintenance = tokio::spawn(
+        Arc::clone(lake)
+            .maintain_until(hexroad_lake::Maintenance::default(), std::future::pending()),
+    );
     let http = reqwest::Client::new();
     let stats = Arc::new(Stats::default());
-    // A run's own keys, so stacked runs add devices and history.
+    // Each stretch its own keys, so stacked runs add devices and history.
     let run_salt = uuid::Uuid::new_v4();
-    let keys: Vec<DeviceKey> = (0..args.devices)
+    let keys: Vec<DeviceKey> = (0..devices)
         .map(|i| {
             let mut seed = *run_salt.as_bytes();
             seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
@@ -116,7 +169,7 @@ pub async fn run(args: Args) -> Result<()> {
             .register(&format!("bench-{i}"), "bench", "bench", None)
             .await?;
     }
-    let per_device = args.uploads / args.devices;
+    let per_device = uploads / devices;
     let acks: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::default();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -127,7 +180,6 @@ pub async fn run(args: Args) -> Result<()> {
             Arc::clone(&stats),
             Arc::clone(&acks),
         );
-        let fixes = args.fixes;
         let salt = run_salt.as_u128() as usize;
         tasks.spawn(async move {
             let c =
@@ -157,46 +209,112 @@ pub async fn run(args: Args) -> Result<()> {
     while let Some(done) = tasks.join_next().await {
         done??;
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed_s = started.elapsed().as_secs_f64();
     server.abort();
     maintenance.abort();
-
     let mut acks = acks.lock().unwrap_or_else(|e| e.into_inner()).clone();
     acks.sort_by_key(|(done, _)| *done);
-    let tenth = (acks.len() / 10).max(1);
-    let p50_of = |slice: &[(Instant, Duration)]| {
-        let mut d: Vec<Duration> = slice.iter().map(|(_, d)| *d).collect();
-        d.sort();
-        (percentile_ms(&d, 0.5), percentile_ms(&d, 0.99))
-    };
-    let (first_p50, first_p99) = p50_of(&acks[..tenth]);
-    let (last_p50, last_p99) = p50_of(&acks[acks.len() - tenth..]);
-    let done = acks.len();
-    println!(
-        "hexroad bench lake: {} devices, {done} uploads of {} fixes (GPX, signed, tus) into {}",
+    Ok(Drive { acks, elapsed_s })
+}
+
+/// This process's resident memory, MiB (Linux; 0 elsewhere).
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    if args.devices == 0 || args.uploads < args.devices || args.fixes < 2 {
+        bail!("--devices must be positive, --uploads at least --devices, --fixes at least 2");
+    }
+    let dir = tempfile::tempdir().context("temporary folder")?;
+    let data = args
+        .data
+        .clone()
+        .unwrap_or_else(|| dir.path().join("history"));
+    let lake = Arc::new(Lake::open(&data.to_string_lossy()).await?);
+    if args.history > 0 {
+        let built = drive(&lake, dir.path(), args.devices, args.history, args.fixes).await?;
+        println!(
+            "history: {} uploads at {:.1}/s, ack p50 first / last tenth {:.0} / {:.0} ms",
+            built.acks.len(),
+            built.rate(),
+            built.first_tenth().0,
+            built.last_tenth().0
+        );
+    }
+    let held = lake.upload_count();
+    drop(lake);
+    // Opening the history: how long, and what it holds in memory.
+    let rss_before = rss_mib();
+    let opened = Instant::now();
+    let lake = Arc::new(Lake::open(&data.to_string_lossy()).await?);
+    let open_s = opened.elapsed().as_secs_f64();
+    let open_mib = rss_mib() - rss_before;
+
+    let aged = drive(&lake, dir.path(), args.devices, args.uploads, args.fixes).await?;
+    let fresh_lake = Arc::new(Lake::open(&dir.path().join("fresh").to_string_lossy()).await?);
+    let fresh = drive(
+        &fresh_lake,
+        dir.path(),
         args.devices,
+        args.uploads,
         args.fixes,
-        if args.data.is_some() {
-            "the kept lake"
-        } else {
-            "a fresh lake"
-        }
-    );
-    println!("  Lake::open:                        {open_s:8.2} s");
+    )
+    .await?;
+
     println!(
-        "  sustained:                         {:8.1} uploads/s ({done} in {elapsed:.1} s; goal ≥ 1000/s: {:.3}×)",
-        done as f64 / elapsed,
-        done as f64 / elapsed / 1000.0
+        "hexroad bench lake: {} devices, probes of {} uploads of {} fixes (GPX, signed, tus), \
+         into a lake holding {held} uploads and into a fresh one",
+        args.devices,
+        aged.acks.len(),
+        args.fixes
     );
-    println!("  ack p50 / p99, first tenth:        {first_p50:8.0} / {first_p99:.0} ms");
-    println!("  ack p50 / p99, last tenth:         {last_p50:8.0} / {last_p99:.0} ms");
     println!(
-        "  last / first tenth p50:            {:8.2}× (goal ≤ 1.3×)",
-        last_p50 / first_p50.max(1e-9)
+        "  Lake::open over the history:       {open_s:8.2} s, {open_mib:.0} MiB (goal < 2 s at 1M uploads)"
     );
-    for table in ["uploads", "gnss"] {
-        let (commits, parquet) = table_files(&data.join("tables").join(table));
-        println!("  {table:8} commits / Parquet files: {commits:6} / {parquet}");
+    let (a50, a99) = aged.all();
+    let (f50, f99) = fresh.all();
+    println!("  ack p50 / p99, fresh lake:         {f50:8.0} / {f99:.0} ms");
+    println!("  ack p50 / p99, with history:       {a50:8.0} / {a99:.0} ms");
+    println!(
+        "  with history / fresh, p50:         {:8.2}× (goal ≤ 1.3×)",
+        a50 / f50.max(1e-9)
+    );
+    println!(
+        "  sustained, fresh / with history:   {:8.1} / {:.1} uploads/s (goal ≥ 1000/s: {:.3}×)",
+        fresh.rate(),
+        aged.rate(),
+        aged.rate() / 1000.0
+    );
+    let tables = [
+        hexroad_lake::TableName::Uploads,
+        hexroad_lake::TableName::Gnss,
+    ];
+    let mut before = Vec::new();
+    for table in tables {
+        before.push(table_files(&lake, &data, table).await?);
+    }
+    let policy = hexroad_lake::Maintenance {
+        checkpoint_every: 1,
+        vacuum_every: Duration::ZERO,
+        ..Default::default()
+    };
+    lake.maintain(&policy).await?;
+    for (table, (commits, files)) in tables.into_iter().zip(before) {
+        let (commits_after, files_after) = table_files(&lake, &data, table).await?;
+        println!(
+            "  {:8} commit files / live Parquet files: {commits:6} / {files} (per 1000 uploads: {:.0} / {:.0}); after a maintenance pass {commits_after} / {files_after}",
+            table.as_str(),
+            commits as f64 * 1000.0 / held.max(1) as f64,
+            files as f64 * 1000.0 / held.max(1) as f64,
+        );
     }
     Ok(())
 }

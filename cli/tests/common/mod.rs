@@ -59,6 +59,11 @@ impl Drop for Server {
 /// Starts `hexroad serve` and waits for the line saying where it listens.
 /// Flight SQL listens on a free loopback port.
 pub fn serve(data: &Path, listen: &str, env: &[(&str, &str)]) -> Server {
+    serve_to(data, listen, env, Stdio::inherit())
+}
+
+/// [`serve`], its log (stderr) going to `stderr`.
+pub fn serve_to(data: &Path, listen: &str, env: &[(&str, &str)], stderr: Stdio) -> Server {
     let mut child = hexroad(&[
         "serve",
         "--listen",
@@ -70,6 +75,7 @@ pub fn serve(data: &Path, listen: &str, env: &[(&str, &str)]) -> Server {
     .arg(data)
     .envs(env.iter().copied())
     .stdout(Stdio::piped())
+    .stderr(stderr)
     .spawn()
     .unwrap();
     let mut line = String::new();
@@ -200,4 +206,48 @@ pub fn detail(img: &image::RgbImage, b: [u32; 4]) -> f64 {
         }
     }
     sum / n.max(1.0)
+}
+
+/// Every acknowledged upload is in `uploads` exactly once, every
+/// acknowledged GNSS point is in `gnss` exactly once.
+pub fn assert_tables_match(data: &Path, r: &Value) {
+    let acknowledged = r["uploads_acknowledged"].as_u64().unwrap();
+    let points = r["gnss_points_acknowledged"].as_u64().unwrap();
+    let rejected = r["uploads_rejected"].as_u64().unwrap();
+    assert!(acknowledged > 0 && points > 0, "{r}");
+    assert_eq!(
+        sql_u64(
+            data,
+            "SELECT count(*) FROM uploads WHERE status IN ('accepted', 'duplicate')"
+        ),
+        acknowledged
+    );
+    assert_eq!(
+        sql_u64(
+            data,
+            "SELECT count(*) FROM uploads WHERE status = 'rejected'"
+        ),
+        rejected
+    );
+    assert_eq!(
+        sql_u64(
+            data,
+            "SELECT count(*) - count(DISTINCT upload_id) FROM uploads"
+        ),
+        0,
+        "an upload id appears twice"
+    );
+    assert_eq!(sql_u64(data, "SELECT count(*) FROM gnss"), points);
+    assert_eq!(
+        sql_u64(
+            data,
+            "SELECT count(*) FROM (SELECT DISTINCT upload_id, ts FROM gnss)"
+        ),
+        points,
+        "a GNSS point appears twice"
+    );
+    assert_eq!(
+        sql_u64(data, "SELECT count(*) FROM telemetry"),
+        r["telemetry_samples_acknowledged"].as_u64().unwrap()
+    );
 }

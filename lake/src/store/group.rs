@@ -193,9 +193,8 @@ impl Lake {
         };
         let mut guard = self.tables[table.index()].lock().await;
         let started = std::time::Instant::now();
-        let mut current = guard.clone();
-        let seen = current.version();
-        current.update_state().await.map_err(delta_err)?;
+        let seen = super::latest::advance(&mut guard, table).await?;
+        let current = guard.clone();
         let looked = started.elapsed();
         let committed_elsewhere = match (seen, current.version()) {
             (Some(seen), Some(now)) if now > seen => transactions_in(&current, seen + 1..=now)

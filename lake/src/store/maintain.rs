@@ -4,113 +4,275 @@
 //! every other upload waits); a background task compacts a table's small
 //! files once it holds too many (every commit costs more with each file
 //! the snapshot holds), checkpoints each table once enough commits have
-//! landed since its last checkpoint, and removes the log files the table's
-//! retention lets go.
+//! landed since its last checkpoint, removes the log files older than the
+//! retention, and vacuums the data files compaction replaced once they are
+//! older than the retention too.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use tracing::{debug, warn};
+use deltalake::operations::vacuum::VacuumMode;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
 
 use super::Lake;
-
-/// How often the tables are looked at by a running process.
-pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(10);
-/// A table is checkpointed once it is this many versions past its last.
-pub const CHECKPOINT_EVERY: u64 = 100;
-/// A table with more files than this is compacted at the next pass.
-const COMPACT_OVER_FILES: usize = 32;
-/// The size compaction aims each file at.
-const COMPACT_TARGET_BYTES: std::num::NonZeroU64 = std::num::NonZeroU64::new(64 << 20).unwrap();
 use crate::schema::TableName;
 use crate::{Error, Result};
+
+/// How a long-running process keeps the tables it writes (`[lake]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Maintenance {
+    /// How often the tables are looked at.
+    #[serde(with = "hexroad_wire::settings::duration_text")]
+    pub interval: Duration,
+    /// A table is checkpointed once it is this many versions past its last.
+    pub checkpoint_every: u64,
+    /// A table holding more data files than this is compacted.
+    pub compact_over_files: usize,
+    /// How long replaced data files and old log entries are kept: a reward
+    /// epoch reads the tables as they were when it closed, so it can be
+    /// rerun, byte for byte, within this long of its close.
+    #[serde(with = "hexroad_wire::settings::duration_text")]
+    pub retention: Duration,
+    /// How often each table is vacuumed (replaced files past the retention
+    /// deleted).
+    #[serde(with = "hexroad_wire::settings::duration_text")]
+    pub vacuum_every: Duration,
+}
+
+impl Default for Maintenance {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(10),
+            checkpoint_every: 100,
+            compact_over_files: 32,
+            retention: Duration::from_secs(30 * 24 * 3600),
+            vacuum_every: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Maintenance {
+    /// Checks the section, naming the bad key.
+    pub fn validate(&self) -> std::result::Result<(), hexroad_wire::settings::SettingError> {
+        use hexroad_wire::settings::require;
+        require(!self.interval.is_zero(), "interval", "must be positive")?;
+        require(
+            self.checkpoint_every > 0,
+            "checkpoint_every",
+            "must be at least 1",
+        )?;
+        require(
+            self.compact_over_files > 1,
+            "compact_over_files",
+            "must be at least 2",
+        )
+    }
+
+    /// The table properties every table is created with: Delta's own
+    /// cleanup then agrees with this policy whoever runs it.
+    pub(crate) fn table_properties(&self) -> Vec<(String, Option<String>)> {
+        let days = self.retention.as_secs().div_ceil(86_400).max(1);
+        let retention = format!("interval {days} days");
+        vec![
+            (
+                "delta.checkpointInterval".into(),
+                Some(self.checkpoint_every.to_string()),
+            ),
+            ("delta.logRetentionDuration".into(), Some(retention.clone())),
+            (
+                "delta.deletedFileRetentionDuration".into(),
+                Some(retention.clone()),
+            ),
+            (
+                "delta.setTransactionRetentionDuration".into(),
+                Some(retention),
+            ),
+        ]
+    }
+}
+
+/// What one maintenance pass did to one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Maintained {
+    pub table: Option<TableName>,
+    /// Small files rewritten into fewer.
+    pub compacted_files: u64,
+    /// A checkpoint was written.
+    pub checkpointed: bool,
+    /// Log files removed (older than the retention and behind a checkpoint).
+    pub removed_log_files: usize,
+    /// Replaced data files deleted.
+    pub vacuumed_files: usize,
+}
+
+/// When this process last vacuumed each table.
+pub(crate) type VacuumClock = std::sync::Mutex<[Option<Instant>; TableName::ALL.len()]>;
 
 impl Lake {
     /// Counts a commit made by this process (for the next maintenance pass).
     pub(crate) fn note_commit(&self, table: TableName) {
-        self.commits[table.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.commits[table.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Compacts every table holding more than a few dozen files, then
-    /// checkpoints every table with at least `every` commits since its last
-    /// checkpoint (by version, whoever made them) and cleans its expired
-    /// log. Returns the tables checkpointed.
-    pub async fn maintain(&self, every: u64) -> Result<Vec<TableName>> {
+    /// The data files `table`'s latest version is made of.
+    pub async fn data_files(&self, table: TableName) -> Result<usize> {
+        let delta_err = |source| Error::Delta {
+            table: table.as_str(),
+            source,
+        };
+        let current = self.latest(table).await?;
+        Ok(current
+            .snapshot()
+            .map_err(delta_err)?
+            .log_data()
+            .num_files())
+    }
+
+    /// One pass over every table under `policy`: compacts a table holding
+    /// more than `compact_over_files` files, checkpoints it once it is
+    /// `checkpoint_every` versions past its last checkpoint (by version,
+    /// whoever made them) and removes the log the retention lets go, and
+    /// vacuums it when `vacuum_every` has passed. Returns what changed.
+    pub async fn maintain(&self, policy: &Maintenance) -> Result<Vec<Maintained>> {
         let mut done = Vec::new();
         for table in TableName::ALL {
-            let delta_err = |source| Error::Delta {
-                table: table.as_str(),
-                source,
-            };
-            let mut current = self.tables[table.index()].lock().await.clone();
-            current.update_state().await.map_err(delta_err)?;
-            let files = current
-                .snapshot()
-                .map_err(delta_err)?
-                .log_data()
-                .num_files();
-            if files > COMPACT_OVER_FILES {
-                current = self.compact(table, current).await?;
+            let outcome = self.maintain_table(table, policy).await?;
+            if outcome != (Maintained::default()) {
+                done.push(Maintained {
+                    table: Some(table),
+                    ..outcome
+                });
             }
-            let version = current.version().unwrap_or(0);
-            let last = self.checkpointed[table.index()].load(std::sync::atomic::Ordering::Relaxed);
-            if version < last + every {
-                continue;
-            }
+        }
+        Ok(done)
+    }
+
+    async fn maintain_table(&self, table: TableName, policy: &Maintenance) -> Result<Maintained> {
+        let delta_err = |source| Error::Delta {
+            table: table.as_str(),
+            source,
+        };
+        let mut out = Maintained::default();
+        let mut current = self.latest(table).await?;
+        let files = current
+            .snapshot()
+            .map_err(delta_err)?
+            .log_data()
+            .num_files();
+        if files > policy.compact_over_files {
+            let (compacted, removed) = self.compact(table, current).await?;
+            current = compacted;
+            out.compacted_files = removed;
+        }
+        let version = current.version().unwrap_or(0);
+        let last = self.checkpointed[table.index()].load(Ordering::Relaxed);
+        if version >= last + policy.checkpoint_every {
             deltalake::checkpoints::create_checkpoint(&current, None)
                 .await
                 .map_err(delta_err)?;
-            let removed = deltalake::checkpoints::cleanup_metadata(&current, None)
-                .await
-                .map_err(delta_err)?;
-            self.checkpointed[table.index()].store(version, std::sync::atomic::Ordering::Relaxed);
-            self.commits[table.index()].store(0, std::sync::atomic::Ordering::Relaxed);
-            debug!(table = table.as_str(), version, removed, "checkpointed");
-            done.push(table);
+            let cutoff = chrono::Utc::now()
+                - chrono::Duration::from_std(policy.retention).unwrap_or(chrono::Duration::MAX);
+            out.removed_log_files = deltalake::checkpoints::cleanup_expired_logs_for(
+                version,
+                current.log_store().as_ref(),
+                cutoff.timestamp_millis(),
+                None,
+            )
+            .await
+            .map_err(delta_err)?;
+            self.checkpointed[table.index()].store(version, Ordering::Relaxed);
+            self.commits[table.index()].store(0, Ordering::Relaxed);
+            out.checkpointed = true;
+            debug!(table = table.as_str(), version, "checkpointed");
         }
-        Ok(done)
+        let due = {
+            let clock = self.vacuumed.lock().unwrap_or_else(|e| e.into_inner());
+            clock[table.index()].is_none_or(|at| at.elapsed() >= policy.vacuum_every)
+        };
+        if due {
+            out.vacuumed_files = self.vacuum(table, current, policy.retention).await?;
+            self.vacuumed.lock().unwrap_or_else(|e| e.into_inner())[table.index()] =
+                Some(Instant::now());
+        }
+        Ok(out)
     }
 
     /// Rewrites a table's small files into few (Delta OPTIMIZE): a group
     /// commit, a query and a snapshot all cost more with every file the
     /// table holds. Appends racing it are not affected: it only removes the
-    /// files it rewrote.
+    /// files it rewrote. Returns the table and the files it replaced.
     async fn compact(
         &self,
         table: TableName,
         current: deltalake::DeltaTable,
-    ) -> Result<deltalake::DeltaTable> {
-        let delta_err = |source| Error::Delta {
-            table: table.as_str(),
-            source,
-        };
+    ) -> Result<(deltalake::DeltaTable, u64)> {
+        const TARGET_BYTES: std::num::NonZeroU64 = std::num::NonZeroU64::new(64 << 20).unwrap();
         let (compacted, metrics) = current
             .optimize()
-            .with_target_size(COMPACT_TARGET_BYTES)
+            .with_target_size(TARGET_BYTES)
             .with_commit_properties(super::group::quiet(Vec::new()))
             .await
-            .map_err(delta_err)?;
+            .map_err(|source| Error::Delta {
+                table: table.as_str(),
+                source,
+            })?;
         debug!(
             table = table.as_str(),
             removed = metrics.num_files_removed,
             added = metrics.num_files_added,
             "compacted"
         );
-        Ok(compacted)
+        Ok((compacted, metrics.num_files_removed))
     }
 
-    /// Runs [`Lake::maintain`] every [`MAINTENANCE_INTERVAL`], checkpointing
-    /// each [`CHECKPOINT_EVERY`] versions, until `stop` completes: what every
-    /// long-running process that writes (`serve`, a standalone vision
-    /// worker) runs beside its work.
-    pub async fn maintain_until(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+    /// Deletes the data files removed from the table (by compaction, a
+    /// delete) more than `retention` ago. Only files the log names as
+    /// removed are touched (Delta's "lite" vacuum), never a file an append
+    /// racing it has written but not yet committed.
+    async fn vacuum(
+        &self,
+        table: TableName,
+        current: deltalake::DeltaTable,
+        retention: Duration,
+    ) -> Result<usize> {
+        let (_, metrics) = current
+            .vacuum()
+            .with_mode(VacuumMode::Lite)
+            .with_retention_period(
+                chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX),
+            )
+            .with_enforce_retention_duration(false)
+            .with_commit_properties(super::group::quiet(Vec::new()))
+            .await
+            .map_err(|source| Error::Delta {
+                table: table.as_str(),
+                source,
+            })?;
+        let deleted = metrics.files_deleted.len();
+        if deleted > 0 {
+            info!(table = table.as_str(), deleted, "vacuumed");
+        }
+        Ok(deleted)
+    }
+
+    /// Runs [`Lake::maintain`] every `policy.interval` until `stop`
+    /// completes: what every long-running process that writes (`serve`, a
+    /// standalone vision worker) runs beside its work.
+    pub async fn maintain_until(
+        self: Arc<Self>,
+        policy: Maintenance,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
         tokio::pin!(stop);
         loop {
             tokio::select! {
-                () = tokio::time::sleep(MAINTENANCE_INTERVAL) => {}
+                () = tokio::time::sleep(policy.interval) => {}
                 () = &mut stop => return,
             }
-            if let Err(e) = self.maintain(CHECKPOINT_EVERY).await {
+            if let Err(e) = self.maintain(&policy).await {
                 warn!(error = %e.full_message(), "table maintenance");
             }
         }

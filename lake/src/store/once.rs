@@ -43,8 +43,7 @@ impl Lake {
             table: TableName::Frames.as_str(),
             source,
         };
-        let mut current = self.tables[TableName::Frames.index()].lock().await.clone();
-        current.update_state().await.map_err(delta_err)?;
+        let current = self.latest(TableName::Frames).await?;
         Ok(current
             .snapshot()
             .map_err(delta_err)?
@@ -99,8 +98,8 @@ impl Lake {
         };
         let app_id = app_id.to_owned();
         let mut guard = self.tables[table.index()].lock().await;
-        let mut current = guard.clone();
-        current.update_state().await.map_err(delta_err)?;
+        super::latest::advance(&mut guard, table).await?;
+        let current = guard.clone();
         let done = current
             .snapshot()
             .map_err(delta_err)?
