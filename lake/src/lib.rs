@@ -36,6 +36,7 @@ use hexroad_wire::{
     ContributorId, DeviceId, FrameId, GnssPoint, TelemetrySample, UploadId, UploadKind,
 };
 pub use public::{PUBLIC_VIEWS, Role, pseudonym};
+pub use reads::changes::{Appended, PendingWatch};
 pub use reads::map::{CoverageCell, DriveEnds, FramePoint, TrackFix};
 pub use reads::vision::{PendingUpload, PublishedHash};
 pub use reads::{BoundingBox, Snapshot};

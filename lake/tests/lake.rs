@@ -309,3 +309,86 @@ async fn maintenance_checkpoints_and_compacts_off_the_commit_path() {
         .unwrap();
     assert_eq!(files.num_rows(), 1);
 }
+
+/// The vision worker's watch follows the commits: a new video appears, a
+/// final verdict takes it off, a failed one leaves it, a compaction (no new
+/// rows) brings nothing back, and the answer is what a full read gives.
+#[tokio::test]
+async fn the_pending_watch_follows_the_commits_and_agrees_with_a_full_read() {
+    use hexroad_lake::{ProcessingRecord, ProcessingStatus, TableName, schema};
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(&dir.path().to_string_lossy()).await.unwrap();
+    let video = |n: u8| UploadRecord {
+        kind: UploadKind::Video,
+        format: "mp4".into(),
+        ..record(UploadId::new_random(), n, &format!("{n:064x}"))
+    };
+    let verdict = |id: UploadId, status: ProcessingStatus| ProcessingRecord {
+        upload_id: id,
+        status,
+        reason: None,
+        frames_published: 0,
+        frames_deduplicated: 0,
+        worker: "test".into(),
+        at: Utc::now(),
+    };
+    let (a, b, c) = (video(1), video(2), video(3));
+    lake.commit_upload(a.clone(), &[], &[]).await.unwrap();
+    let mut watch = lake.watch_pending().await.unwrap();
+    let ids = |p: Vec<hexroad_lake::PendingUpload>| -> Vec<UploadId> {
+        let mut ids: Vec<UploadId> = p.into_iter().map(|p| p.upload_id).collect();
+        ids.sort();
+        ids
+    };
+    let sorted = |mut v: Vec<UploadId>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        ids(lake.poll_pending(&mut watch).await.unwrap()),
+        vec![a.upload_id]
+    );
+
+    lake.commit_upload(b.clone(), &[], &[]).await.unwrap();
+    lake.commit_upload(record(UploadId::new_random(), 4, "ee"), &points(3), &[])
+        .await
+        .unwrap();
+    for (id, status) in [
+        (a.upload_id, ProcessingStatus::Processed),
+        (b.upload_id, ProcessingStatus::Failed),
+    ] {
+        let row = schema::processing_batch(&verdict(id, status)).unwrap();
+        lake.append_rows(TableName::Processing, row).await.unwrap();
+    }
+    assert_eq!(
+        ids(lake.poll_pending(&mut watch).await.unwrap()),
+        vec![b.upload_id],
+        "a processed video leaves, a failed one stays, a track is not vision's"
+    );
+    // A verdict committed before its upload's row is read (another worker
+    // was quicker) keeps the row from being taken up.
+    lake.commit_upload(c.clone(), &[], &[]).await.unwrap();
+    let row = schema::processing_batch(&verdict(c.upload_id, ProcessingStatus::Rejected)).unwrap();
+    lake.append_rows(TableName::Processing, row).await.unwrap();
+    lake.maintain(&hexroad_lake::Maintenance {
+        compact_over_files: 2,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let followed = ids(lake.poll_pending(&mut watch).await.unwrap());
+    assert_eq!(
+        followed,
+        vec![b.upload_id],
+        "compaction brought nothing back"
+    );
+    let full = sorted(
+        lake.pending_uploads()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.upload_id)
+            .collect(),
+    );
+    assert_eq!(followed, full, "the watch agrees with a full read");
+}

@@ -189,8 +189,9 @@ pub struct Tile {
 struct Cache {
     tiles: HashMap<TileId, Arc<Tile>>,
     order: VecDeque<TileId>,
-    /// Uploads whose frames the cache has accounted for.
-    seen_uploads: HashSet<UploadId>,
+    /// The `processing` version whose verdicts the cache has accounted
+    /// for: a refresh reads only the verdicts committed after it.
+    processing_seen: u64,
     /// Bumped on every invalidation, so a render that raced one is not kept.
     generation: u64,
     /// Published frames whose images are not served (inside a privacy
@@ -229,7 +230,7 @@ impl Tiles {
             cache: Mutex::new(Cache {
                 tiles: HashMap::new(),
                 order: VecDeque::new(),
-                seen_uploads: HashSet::new(),
+                processing_seen: 0,
                 generation: 0,
                 hidden: HashSet::new(),
                 hidden_generation: None,
@@ -240,8 +241,11 @@ impl Tiles {
             gate: gate::Gate::new(config.max_concurrent_renders, config.max_queued_renders),
             config,
         };
-        let processed = tiles.processed_uploads().await?;
-        tiles.lock().seen_uploads = processed;
+        let version = tiles
+            .lake
+            .table_version(hexroad_lake::TableName::Processing)
+            .await?;
+        tiles.lock().processing_seen = version;
         tiles.refresh_hidden().await?;
         Ok(tiles)
     }
@@ -401,10 +405,6 @@ impl Tiles {
         })
     }
 
-    async fn processed_uploads(&self) -> Result<HashSet<UploadId>> {
-        Ok(self.lake.processed_uploads().await?)
-    }
-
     /// Looks for uploads processed since the last look and forgets the
     /// cached tiles their published frames fall in, at every zoom; returns
     /// how many tiles were forgotten.
@@ -412,16 +412,25 @@ impl Tiles {
         if let Some(forgotten) = self.refresh_hidden().await? {
             return Ok(forgotten);
         }
-        let processed = self.processed_uploads().await?;
-        let new: Vec<UploadId> = {
-            let cache = self.lock();
-            processed
-                .iter()
-                .filter(|u| !cache.seen_uploads.contains(*u))
-                .cloned()
-                .collect()
-        };
+        let since = self.lock().processing_seen;
+        let appended = self
+            .lake
+            .appended_since(hexroad_lake::TableName::Processing, since)
+            .await?;
+        let mut new = Vec::new();
+        for batch in &appended.batches {
+            let ids = hexroad_lake::columns::strings(batch, "upload_id")?;
+            let statuses = hexroad_lake::columns::strings(batch, "status")?;
+            for (id, status) in ids.iter().zip(&statuses) {
+                if status == "processed"
+                    && let Ok(id) = id.parse::<UploadId>()
+                {
+                    new.push(id);
+                }
+            }
+        }
         if new.is_empty() {
+            self.lock().processing_seen = appended.version;
             return Ok(0);
         }
         let cells = self.lake.published_cells(&new).await?;
@@ -434,7 +443,7 @@ impl Tiles {
         let Cache { tiles, order, .. } = &mut *cache;
         order.retain(|id| tiles.contains_key(id));
         cache.generation += 1;
-        cache.seen_uploads.extend(new);
+        cache.processing_seen = appended.version;
         Ok(before - cache.tiles.len())
     }
 

@@ -49,6 +49,8 @@ pub struct Worker {
     failed_here: HashSet<UploadId>,
     /// Where a video is copied from the store to be decoded.
     scratch: PathBuf,
+    /// The uploads waiting, followed from the commits since the last poll.
+    watch: Option<hexroad_lake::PendingWatch>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -83,6 +85,7 @@ impl Worker {
             load_error,
             failed_here: HashSet::new(),
             scratch,
+            watch: None,
         }
     }
 
@@ -114,9 +117,23 @@ impl Worker {
         }
     }
 
-    /// Uploads with no `processing` verdict yet (failed ones are retried).
-    pub async fn pending(&self) -> Result<Vec<PendingUpload>> {
-        Ok(self.lake.pending_uploads().await?)
+    /// Uploads with no `processing` verdict yet (failed ones are retried):
+    /// one full read at the first poll, then only what was committed since
+    /// the last one.
+    pub async fn pending(&mut self) -> Result<Vec<PendingUpload>> {
+        if let Some(watch) = &mut self.watch {
+            match self.lake.poll_pending(watch).await {
+                Ok(pending) => return Ok(pending),
+                Err(e) => {
+                    warn!(error = %e, "following new uploads failed; reading them all again");
+                    self.watch = None;
+                }
+            }
+        }
+        let mut watch = self.lake.watch_pending().await?;
+        let pending = self.lake.poll_pending(&mut watch).await?;
+        self.watch = Some(watch);
+        Ok(pending)
     }
 
     /// One pass: every pending upload this worker can claim is processed.

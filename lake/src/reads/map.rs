@@ -1,8 +1,6 @@
 //! What the map reads: coverage, frames and tracks inside a tile, the
 //! published extent, the cells new frames fall in, and a frame's image.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Utc};
 use h3o::CellIndex;
 
@@ -253,20 +251,6 @@ impl Lake {
 }
 
 impl Lake {
-    /// Every upload the vision stage has given a verdict.
-    pub async fn processed_uploads(&self) -> Result<HashSet<UploadId>> {
-        let batches = self
-            .read("SELECT DISTINCT upload_id FROM processing", Vec::new())
-            .await?;
-        let mut out = HashSet::new();
-        for b in &batches {
-            for id in strings(b, "upload_id")? {
-                out.insert(stored(&id, "upload id")?);
-            }
-        }
-        Ok(out)
-    }
-
     /// The resolution-15 cells of the frames `uploads` published.
     pub async fn published_cells(&self, uploads: &[UploadId]) -> Result<Vec<CellIndex>> {
         if uploads.is_empty() {

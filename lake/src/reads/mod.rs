@@ -39,6 +39,7 @@ macro_rules! outside_privacy_zones {
 }
 pub(crate) use outside_privacy_zones;
 
+pub mod changes;
 pub mod epoch;
 pub mod map;
 pub mod vision;

@@ -50,27 +50,7 @@ impl Lake {
             .await?;
         let mut out = Vec::new();
         for b in &batches {
-            let ids = strings(b, "upload_id")?;
-            let devices = strings(b, "device_id")?;
-            let contributors = strings(b, "contributor_id")?;
-            let kinds = strings(b, "kind")?;
-            let drives = opt_strings(b, "drive_id")?;
-            let keys = strings(b, "object_key")?;
-            let received = times(b, "received_at")?;
-            let media = opt_strings(b, "media")?;
-            for r in 0..b.num_rows() {
-                out.push(PendingUpload {
-                    upload_id: stored(&ids[r], "upload id")?,
-                    device_id: stored(&devices[r], "device id")?,
-                    contributor_id: stored(&contributors[r], "contributor id")?,
-                    kind: UploadKind::parse(&kinds[r])
-                        .ok_or_else(|| malformed(&kinds[r], "upload kind"))?,
-                    drive_id: drives[r].clone(),
-                    object_key: keys[r].clone(),
-                    received_at: received[r],
-                    media: media[r].clone(),
-                });
-            }
+            out.extend(pending_from_batch(b)?);
         }
         Ok(out)
     }
@@ -200,4 +180,31 @@ fn track_points(batches: &[RecordBatch]) -> Result<Vec<GnssPoint>> {
         }
     }
     Ok(points)
+}
+
+/// `uploads` rows as [`PendingUpload`]s, by column name.
+pub(super) fn pending_from_batch(b: &RecordBatch) -> Result<Vec<PendingUpload>> {
+    let ids = strings(b, "upload_id")?;
+    let devices = strings(b, "device_id")?;
+    let contributors = strings(b, "contributor_id")?;
+    let kinds = strings(b, "kind")?;
+    let drives = opt_strings(b, "drive_id")?;
+    let keys = strings(b, "object_key")?;
+    let received = times(b, "received_at")?;
+    let media = opt_strings(b, "media")?;
+    (0..b.num_rows())
+        .map(|r| {
+            Ok(PendingUpload {
+                upload_id: stored(&ids[r], "upload id")?,
+                device_id: stored(&devices[r], "device id")?,
+                contributor_id: stored(&contributors[r], "contributor id")?,
+                kind: UploadKind::parse(&kinds[r])
+                    .ok_or_else(|| malformed(&kinds[r], "upload kind"))?,
+                drive_id: drives[r].clone(),
+                object_key: keys[r].clone(),
+                received_at: received[r],
+                media: media[r].clone(),
+            })
+        })
+        .collect()
 }
