@@ -17,6 +17,7 @@ use crate::columns;
 
 mod durable;
 mod group;
+mod inflight;
 mod latest;
 mod maintain;
 mod once;
@@ -63,8 +64,10 @@ impl From<&UploadRecord> for UploadSummary {
     }
 }
 
-/// Which uploads each table already holds rows of, rebuilt from the tables
-/// at open. This is what makes appends idempotent without rescanning.
+/// Which uploads are stored (rebuilt from `uploads` at open), and which
+/// not-yet-listed uploads already have GNSS or telemetry rows (those of a
+/// group commit cut short, found through its in-flight note): what makes
+/// appends idempotent without rescanning.
 #[derive(Default)]
 struct Index {
     uploads: HashMap<UploadId, UploadSummary>,
@@ -210,21 +213,11 @@ impl Lake {
                 index.uploads.insert(summary.upload_id, summary);
             }
         }
-        for (table, set) in [
-            ("gnss", &mut index.gnss),
-            ("telemetry", &mut index.telemetry),
-        ] {
-            let batches = ctx
-                .sql(&format!("SELECT DISTINCT upload_id FROM {table}"))
-                .await?
-                .collect()
-                .await?;
-            for batch in &batches {
-                for id in columns::strings(batch, "upload_id")? {
-                    set.insert(parse_upload_id(&id)?);
-                }
-            }
-        }
+        // Rows of uploads not yet listed: only where a group commit was
+        // cut short (its note is still there), never a scan of history.
+        let (gnss, telemetry) = self.unfinished_rows().await?;
+        index.gnss.extend(gnss);
+        index.telemetry.extend(telemetry);
         debug!(uploads = index.uploads.len(), "lake index rebuilt");
         *self.lock_index() = index;
         Ok(())
@@ -532,7 +525,9 @@ mod tests {
             })
             .collect();
         {
+            // What a group commit does before its `uploads` commit.
             let lake = Lake::open(&location).await.unwrap();
+            lake.note_inflight(&[id]).await.unwrap();
             let batch = schema::gnss_batch(id, &device, &points).unwrap();
             lake.append(TableName::Gnss, batch).await.unwrap();
             // ...and the process dies here.

@@ -217,6 +217,18 @@ async fn drive(
     Ok(Drive { acks, elapsed_s })
 }
 
+/// What a vision poll costs on `lake`, ms: the full read every poll used
+/// to make, and a poll following the commits since the last one.
+async fn vision_poll_ms(lake: &Lake) -> Result<(f64, f64)> {
+    let t = Instant::now();
+    lake.pending_uploads().await?;
+    let full = t.elapsed().as_secs_f64() * 1000.0;
+    let mut watch = lake.watch_pending().await?;
+    let t = Instant::now();
+    lake.poll_pending(&mut watch).await?;
+    Ok((full, t.elapsed().as_secs_f64() * 1000.0))
+}
+
 /// This process's resident memory, MiB (Linux; 0 elsewhere).
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -292,6 +304,12 @@ pub async fn run(args: Args) -> Result<()> {
         fresh.rate(),
         aged.rate(),
         aged.rate() / 1000.0
+    );
+    let (aged_full, aged_poll) = vision_poll_ms(&lake).await?;
+    let (fresh_full, fresh_poll) = vision_poll_ms(&fresh_lake).await?;
+    println!(
+        "  vision poll, full read / following commits: fresh {fresh_full:.1} / {fresh_poll:.1} ms, \
+         with history {aged_full:.1} / {aged_poll:.1} ms"
     );
     let tables = [
         hexroad_lake::TableName::Uploads,

@@ -104,6 +104,37 @@ impl Lake {
         Ok(Snapshot { ctx, versions })
     }
 
+    /// Which of `uploads` have rows in `table` (GNSS or telemetry): what a
+    /// group commit cut by a crash may have left (`store/inflight.rs`).
+    pub(crate) async fn uploads_with_rows(
+        &self,
+        table: TableName,
+        uploads: &[crate::UploadId],
+    ) -> Result<Vec<crate::UploadId>> {
+        if uploads.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One placeholder per id: the text grows with the list, never with
+        // what the ids say; the table name is one of two fixed words.
+        let placeholders: Vec<String> = (1..=uploads.len()).map(|i| format!("${i}")).collect();
+        let from = match table {
+            TableName::Telemetry => "telemetry",
+            _ => "gnss",
+        };
+        let sql = format!(
+            "SELECT DISTINCT upload_id FROM {from} WHERE upload_id IN ({})",
+            placeholders.join(", ")
+        );
+        let params = uploads.iter().map(|u| u.to_string().into()).collect();
+        let mut out = Vec::new();
+        for batch in self.read(&sql, params).await? {
+            for id in crate::columns::strings(&batch, "upload_id")? {
+                out.push(stored(&id, "upload id")?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Runs one of the queries below, with its parameters bound, on the
     /// latest version of the tables.
     pub(crate) async fn read(

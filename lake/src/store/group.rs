@@ -140,6 +140,14 @@ impl Lake {
             }
             uploads.push((r.upload_id, schema::uploads_batch(std::slice::from_ref(r))?));
         }
+        // Noted before the first commit, cleared after the last (see
+        // `inflight`): a crash in between is repaired at the next open.
+        let writing: Vec<UploadId> = uploads.iter().map(|(id, _)| *id).collect();
+        let note = if gnss.is_empty() && telemetry.is_empty() {
+            None
+        } else {
+            Some(self.note_inflight(&writing).await?)
+        };
         self.append_group(TableName::Gnss, gnss).await?;
         {
             let mut index = self.lock_index();
@@ -159,9 +167,15 @@ impl Lake {
             }
         }
         let stored_elsewhere = self.append_group(TableName::Uploads, uploads).await?;
+        if let Some(note) = note {
+            self.clear_inflight(note).await;
+        }
         let mut index = self.lock_index();
         for plan in planned.iter_mut().filter(|p| p.outcome.is_none()) {
             let r = &plan.record;
+            // Listed now: its rows need no tracking of their own.
+            index.gnss.remove(&r.upload_id);
+            index.telemetry.remove(&r.upload_id);
             // In the table now, written here or by another writer.
             if r.status == UploadStatus::Accepted {
                 index.accepted_by_sha.insert(r.sha256.clone(), r.upload_id);
