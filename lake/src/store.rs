@@ -435,7 +435,7 @@ async fn open_or_create(
         .create()
         .with_table_name(name.as_str())
         .with_columns(columns.fields().cloned())
-        .with_configuration(maintain::Maintenance::default().table_properties())
+        .with_configuration(maintain::Maintenance::default().table_properties(name))
         .with_save_mode(SaveMode::Ignore)
         .await
         .map_err(delta_err)

@@ -41,6 +41,14 @@ pub(crate) fn quiet(transactions: Vec<Transaction>) -> CommitProperties {
         .with_cleanup_expired_logs(Some(false))
 }
 
+/// An application transaction stamped with when it was committed, so a
+/// table's `delta.setTransactionRetentionDuration` can expire it from
+/// checkpoints (an unstamped one is kept for ever, and every commit's
+/// snapshot carries it).
+pub(crate) fn stamped(app: impl ToString, version: i64) -> Transaction {
+    Transaction::new_with_last_update(app, version, Some(chrono::Utc::now().timestamp_millis()))
+}
+
 /// What one group will write for one upload, decided before any commit.
 struct Planned {
     record: UploadRecord,
@@ -224,7 +232,7 @@ impl Lake {
             if committed_elsewhere.contains(&app) {
                 left_out.insert(id);
             } else {
-                transactions.push(Transaction::new(app, 1));
+                transactions.push(stamped(app, 1));
                 batches.push(batch);
             }
         }

@@ -71,11 +71,24 @@ impl Maintenance {
         )
     }
 
-    /// The table properties every table is created with: Delta's own
-    /// cleanup then agrees with this policy whoever runs it.
-    pub(crate) fn table_properties(&self) -> Vec<(String, Option<String>)> {
+    /// The table properties `table` is created with: Delta's own cleanup
+    /// then agrees with this policy whoever runs it.
+    ///
+    /// Application transactions are kept a day on the tables uploads
+    /// write (one per upload, carried by every checkpoint and snapshot: a
+    /// cost that would grow with each upload ever made): their idempotence
+    /// across writers reads the commits since the writer's last look, not
+    /// the snapshot. Vision's and epochs' transactions, which a retry finds
+    /// in the snapshot, are kept as long as the rest.
+    pub(crate) fn table_properties(&self, table: TableName) -> Vec<(String, Option<String>)> {
         let days = self.retention.as_secs().div_ceil(86_400).max(1);
         let retention = format!("interval {days} days");
+        let transactions = match table {
+            TableName::Uploads | TableName::Gnss | TableName::Telemetry => {
+                "interval 1 days".to_owned()
+            }
+            _ => retention.clone(),
+        };
         vec![
             (
                 "delta.checkpointInterval".into(),
@@ -88,7 +101,7 @@ impl Maintenance {
             ),
             (
                 "delta.setTransactionRetentionDuration".into(),
-                Some(retention),
+                Some(transactions),
             ),
         ]
     }

@@ -110,8 +110,7 @@ impl Lake {
             *guard = current;
             return Ok(done);
         }
-        let properties =
-            super::group::quiet(vec![deltalake::kernel::Transaction::new(&app_id, version)]);
+        let properties = super::group::quiet(vec![super::group::stamped(&app_id, version)]);
         match current
             .write(vec![batch])
             .with_save_mode(SaveMode::Append)
