@@ -426,7 +426,7 @@ async fn open_or_create(
         Err(e) => return Err(delta_err(e)),
     }
     if table.version().is_some() {
-        return Ok(table);
+        return maintain::with_properties(table, name).await;
     }
     let columns = StructType::try_from_arrow(schema::stored_schema(name).as_ref())
         .map_err(|e| Error::Internal(format!("schema of {}: {e}", name.as_str())))?;

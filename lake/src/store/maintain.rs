@@ -107,6 +107,50 @@ impl Maintenance {
     }
 }
 
+/// Gives a table made before these properties existed the properties a
+/// new one gets (one commit, once). Another process doing the same at the
+/// same moment wins the race; the table is then read again.
+pub(crate) async fn with_properties(
+    table: deltalake::DeltaTable,
+    name: TableName,
+) -> Result<deltalake::DeltaTable> {
+    let delta_err = |source| Error::Delta {
+        table: name.as_str(),
+        source,
+    };
+    let wanted = Maintenance::default().table_properties(name);
+    let missing: std::collections::HashMap<String, String> = {
+        let configuration = table
+            .snapshot()
+            .map_err(delta_err)?
+            .metadata()
+            .configuration()
+            .clone();
+        wanted
+            .into_iter()
+            .filter(|(key, _)| !configuration.contains_key(key))
+            .filter_map(|(key, value)| value.map(|v| (key, v)))
+            .collect()
+    };
+    if missing.is_empty() {
+        return Ok(table);
+    }
+    let mut fallback = table.clone();
+    match table
+        .set_tbl_properties()
+        .with_properties(missing)
+        .with_commit_properties(super::group::quiet(Vec::new()))
+        .await
+    {
+        Ok(updated) => Ok(updated),
+        Err(e) => {
+            warn!(table = name.as_str(), error = %e, "setting table properties; read again");
+            fallback.update_state().await.map_err(delta_err)?;
+            Ok(fallback)
+        }
+    }
+}
+
 /// What one maintenance pass did to one table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Maintained {
@@ -289,5 +333,49 @@ impl Lake {
                 warn!(error = %e.full_message(), "table maintenance");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::kernel::StructType;
+    use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
+
+    /// A table made before the properties existed gets them once, and
+    /// keeps its rows and its other settings.
+    #[tokio::test]
+    async fn an_older_table_gains_the_properties_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = url::Url::from_directory_path(dir.path()).unwrap();
+        let columns =
+            StructType::try_from_arrow(crate::schema::stored_schema(TableName::Gnss).as_ref())
+                .unwrap();
+        let table = deltalake::DeltaTableBuilder::from_url(url)
+            .unwrap()
+            .build()
+            .unwrap()
+            .create()
+            .with_columns(columns.fields().cloned())
+            .await
+            .unwrap();
+        let before = table.version();
+        let table = with_properties(table, TableName::Gnss).await.unwrap();
+        let configuration = table.snapshot().unwrap().metadata().configuration().clone();
+        assert_eq!(
+            configuration
+                .get("delta.setTransactionRetentionDuration")
+                .map(String::as_str),
+            Some("interval 1 days")
+        );
+        assert_eq!(
+            configuration
+                .get("delta.deletedFileRetentionDuration")
+                .map(String::as_str),
+            Some("interval 30 days")
+        );
+        assert_eq!(table.version(), before.map(|v| v + 1), "one commit");
+        let again = with_properties(table, TableName::Gnss).await.unwrap();
+        assert_eq!(again.version(), before.map(|v| v + 1), "and only once");
     }
 }
