@@ -1,11 +1,17 @@
 //! Group commit: the uploads finishing at the same moment share their
 //! commits. Each caller queues its rows and waits for the commit lock; the
 //! first to get it after rows were queued commits everything queued, one
-//! Delta commit per table, each carrying every upload's application
-//! transaction (`ingest/<upload>`), and hands each caller its outcome; the
+//! Delta commit per table, each naming every upload it carries in its
+//! `commitInfo` (`hexroad.uploads`), and hands each caller its outcome; the
 //! others find theirs ready. While one group commits, the next gathers, so
 //! the commits per upload fall as load rises, like a database's group
 //! fsync. No checkpoint is written on this path (see `maintain`).
+//!
+//! The uploads are named in the commit's information rather than as Delta
+//! application transactions: a transaction stays in every later snapshot
+//! and checkpoint, one per upload ever made, and every commit's snapshot
+//! update replays them all; the commit information is read only by the
+//! writer looking at the commits made since its last look.
 
 use std::collections::{HashMap, HashSet};
 
@@ -219,20 +225,19 @@ impl Lake {
         let current = guard.clone();
         let looked = started.elapsed();
         let committed_elsewhere = match (seen, current.version()) {
-            (Some(seen), Some(now)) if now > seen => transactions_in(&current, seen + 1..=now)
+            (Some(seen), Some(now)) if now > seen => uploads_in(&current, seen + 1..=now)
                 .await
                 .map_err(delta_err)?,
             _ => HashSet::new(),
         };
         let mut left_out = HashSet::new();
-        let mut transactions = Vec::new();
+        let mut carried = Vec::new();
         let mut batches = Vec::new();
         for (id, batch) in parts {
-            let app = format!("ingest/{id}");
-            if committed_elsewhere.contains(&app) {
+            if committed_elsewhere.contains(&id) {
                 left_out.insert(id);
             } else {
-                transactions.push(stamped(app, 1));
+                carried.push(id.to_string());
                 batches.push(batch);
             }
         }
@@ -240,18 +245,21 @@ impl Lake {
             *guard = current;
             return Ok(left_out);
         }
-        let transactions_len = transactions.len();
+        let carried_len = carried.len();
         let updated = current
             .write(batches)
             .with_save_mode(SaveMode::Append)
-            .with_commit_properties(quiet(transactions))
+            .with_commit_properties(
+                quiet(Vec::new())
+                    .with_metadata([(UPLOADS_KEY.to_owned(), serde_json::json!(carried))]),
+            )
             .await
             .map_err(delta_err)?;
         *guard = updated;
         self.note_commit(table);
         tracing::debug!(
             table = table.as_str(),
-            uploads = transactions_len,
+            uploads = carried_len,
             look_ms = looked.as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
             "group committed"
@@ -260,22 +268,38 @@ impl Lake {
     }
 }
 
-/// The application ids of the transactions in these commits: read from the
-/// commit files themselves, so the cost is the commits since the last look.
-async fn transactions_in(
+/// The `commitInfo` key naming the uploads a group commit carries.
+const UPLOADS_KEY: &str = "hexroad.uploads";
+
+/// The uploads these commits carry: read from the commit files themselves,
+/// so the cost is the commits since the last look. Commits written before
+/// the uploads were named in `commitInfo` carry `ingest/<upload>`
+/// application transactions instead; both are read.
+async fn uploads_in(
     table: &deltalake::DeltaTable,
     versions: std::ops::RangeInclusive<u64>,
-) -> deltalake::DeltaResult<HashSet<String>> {
+) -> deltalake::DeltaResult<HashSet<UploadId>> {
     let mut ids = HashSet::new();
     for version in versions {
         let Some(bytes) = table.log_store().read_commit_entry(version).await? else {
             continue;
         };
         for line in bytes.split(|b| *b == b'\n') {
-            if let Ok(action) = serde_json::from_slice::<serde_json::Value>(line)
-                && let Some(app) = action["txn"]["appId"].as_str()
+            let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else {
+                continue;
+            };
+            if let Some(named) = action["commitInfo"][UPLOADS_KEY].as_array() {
+                ids.extend(
+                    named
+                        .iter()
+                        .filter_map(|v| v.as_str()?.parse::<UploadId>().ok()),
+                );
+            }
+            if let Some(app) = action["txn"]["appId"].as_str()
+                && let Some(id) = app.strip_prefix("ingest/")
+                && let Ok(id) = id.parse()
             {
-                ids.insert(app.to_owned());
+                ids.insert(id);
             }
         }
     }

@@ -75,11 +75,11 @@ impl Maintenance {
     /// then agrees with this policy whoever runs it.
     ///
     /// Application transactions are kept a day on the tables uploads
-    /// write (one per upload, carried by every checkpoint and snapshot: a
-    /// cost that would grow with each upload ever made): their idempotence
-    /// across writers reads the commits since the writer's last look, not
-    /// the snapshot. Vision's and epochs' transactions, which a retry finds
-    /// in the snapshot, are kept as long as the rest.
+    /// write: ingest names its uploads in each commit's information, read
+    /// from the commits since a writer's last look, and writes none (older
+    /// versions wrote one per upload, which every checkpoint and snapshot
+    /// carried). Vision's and epochs' transactions, which a retry finds in
+    /// the snapshot, are kept as long as the rest.
     pub(crate) fn table_properties(&self, table: TableName) -> Vec<(String, Option<String>)> {
         let days = self.retention.as_secs().div_ceil(86_400).max(1);
         let retention = format!("interval {days} days");
