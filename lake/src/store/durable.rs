@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
@@ -117,12 +119,43 @@ impl ObjectStore for SyncedLocalStore {
         self.inner.list(prefix)
     }
 
+    /// object_store's local listing stats every file under the prefix and
+    /// only then drops those at or before `offset`; Delta lists its log
+    /// this way at every snapshot update, so each commit cost one `stat`
+    /// per commit ever kept. Names are compared first here, and only the
+    /// files past `offset` are looked at.
     fn list_with_offset(
         &self,
         prefix: Option<&Path>,
         offset: &Path,
     ) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list_with_offset(prefix, offset)
+        let (inner, offset) = (Arc::clone(&self.inner), offset.clone());
+        let root = match prefix {
+            Some(p) => inner.path_to_filesystem(p),
+            None => Ok(PathBuf::from("/")),
+        };
+        futures::stream::once(async move {
+            let root = root?;
+            let after = offset.clone();
+            let names = tokio::task::spawn_blocking(move || names_after(&root, &after))
+                .await
+                .map_err(|e| object_store::Error::Generic {
+                    store: "SyncedLocalStore",
+                    source: Box::new(e),
+                })?;
+            let mut found = Vec::with_capacity(names.len());
+            for location in names {
+                match inner.head(&location).await {
+                    Ok(meta) => found.push(Ok(meta)),
+                    // Removed since the directory was read.
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => found.push(Err(e)),
+                }
+            }
+            Ok::<_, object_store::Error>(futures::stream::iter(found))
+        })
+        .try_flatten()
+        .boxed()
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
@@ -138,6 +171,40 @@ impl ObjectStore for SyncedLocalStore {
         self.inner.rename_opts(from, to, options).await?;
         sync(&self.inner, to).await
     }
+}
+
+/// The files under `root` (recursively) whose location sorts after
+/// `offset`, by name only, in order; staging files (`name#123`) left out
+/// as the local store leaves them out.
+fn names_after(root: &std::path::Path, offset: &Path) -> Vec<Path> {
+    let mut out = Vec::new();
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                folders.push(path);
+                continue;
+            }
+            let Ok(location) = Path::from_absolute_path(&path) else {
+                continue;
+            };
+            let staging = location
+                .filename()
+                .and_then(|n| n.split_once('#'))
+                .is_some_and(|(_, digits)| {
+                    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+                });
+            if !staging && location > *offset {
+                out.push(location);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// A multipart write whose completion syncs the finished file.
@@ -209,5 +276,52 @@ mod tests {
             assert_eq!(got.as_ref(), bytes.as_bytes(), "{name}");
         }
         assert!(store.get(&at("c")).await.is_err());
+    }
+
+    /// Listing after an offset gives what the plain local store gives:
+    /// the same files, nested ones too, staging files left out.
+    #[tokio::test]
+    async fn listing_after_an_offset_matches_the_plain_local_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SyncedLocalStore::new();
+        let at = |name: &str| Path::from_absolute_path(dir.path().join(name)).unwrap();
+        for name in [
+            "log/00000000000000000000.json",
+            "log/00000000000000000001.json",
+            "log/00000000000000000002.checkpoint.parquet",
+            "log/00000000000000000002.json",
+            "log/00000000000000000003.json",
+            "log/_commits/00000000000000000004.json",
+            "log/_last_checkpoint",
+        ] {
+            store
+                .put(&at(name), PutPayload::from_static(b"x"))
+                .await
+                .unwrap();
+        }
+        std::fs::write(dir.path().join("log/00000000000000000005.json#1"), b"x").unwrap();
+        let prefix = at("log");
+        for offset in [
+            "log/00000000000000000001.json",
+            "log/00000000000000000000.json",
+            "log/00000000000000000009.json",
+        ] {
+            let offset = at(offset);
+            let listed = |s: BoxStream<'static, Result<ObjectMeta>>| async move {
+                let mut v: Vec<(String, u64)> = s
+                    .map_ok(|m| (m.location.to_string(), m.size))
+                    .try_collect()
+                    .await
+                    .unwrap();
+                v.sort();
+                v
+            };
+            let ours = listed(store.list_with_offset(Some(&prefix), &offset)).await;
+            let plain = listed(store.inner.list_with_offset(Some(&prefix), &offset)).await;
+            assert_eq!(ours, plain, "after {offset}");
+            if offset.as_ref().ends_with("0000.json") {
+                assert_eq!(ours.len(), 6, "{ours:?}");
+            }
+        }
     }
 }
