@@ -69,10 +69,7 @@ pub async fn run(which: Which) -> Result<()> {
 
 /// The epoch's outcome and the table versions it read.
 async fn compute(args: &EpochArgs) -> Result<(Outcome, Ledger, RewardConfig, Arc<Lake>)> {
-    let mut settings = crate::settings::load(args.config.as_deref(), std::env::vars())?;
-    if let Some(data) = &args.data {
-        settings.data = data.clone();
-    }
+    let settings = crate::settings::load_for_data(args.config.as_deref(), args.data.clone())?;
     let config = settings.rewards.clone();
     let epoch = Epoch::parse(&args.epoch).map_err(anyhow::Error::msg)?;
     let close = epoch.close(chrono::Duration::from_std(config.grace)?);

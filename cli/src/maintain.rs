@@ -25,10 +25,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let mut settings = crate::settings::load(args.config.as_deref(), std::env::vars())?;
-    if let Some(data) = args.data {
-        settings.data = data;
-    }
+    let settings = crate::settings::load_for_data(args.config.as_deref(), args.data)?;
     let policy = Maintenance {
         // Everything with a commit since its last checkpoint, and every
         // table's vacuum, now.
@@ -47,7 +44,7 @@ pub async fn run(args: Args) -> Result<()> {
     for m in &done {
         println!(
             "{:<14} compacted {:>5} files, {}, {:>5} log files removed, {:>5} files vacuumed",
-            m.table.map_or("?", |t| t.as_str()),
+            m.table.as_str(),
             m.compacted_files,
             if m.checkpointed {
                 "checkpointed"

@@ -25,10 +25,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let mut settings = crate::settings::load(args.config.as_deref(), std::env::vars())?;
-    if let Some(data) = args.data {
-        settings.data = data;
-    }
+    let mut settings = crate::settings::load_for_data(args.config.as_deref(), args.data)?;
     if let Some(listen) = args.listen {
         settings.listen = listen;
     }

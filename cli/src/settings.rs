@@ -193,6 +193,16 @@ impl Default for Settings {
     }
 }
 
+/// What a command runs on: the settings file and the environment, with
+/// the command's `--data` (if given) over both.
+pub fn load_for_data(file: Option<&Path>, data: Option<String>) -> Result<Settings> {
+    let mut settings = load(file, std::env::vars())?;
+    if let Some(data) = data {
+        settings.data = data;
+    }
+    Ok(settings)
+}
+
 /// Reads settings from an optional file and the given environment variables.
 pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> Result<Settings> {
     let mut doc = match file {

@@ -60,10 +60,7 @@ pub async fn run(which: Which) -> Result<()> {
 }
 
 async fn export(args: ExportArgs) -> Result<()> {
-    let mut settings = crate::settings::load(args.config.as_deref(), std::env::vars())?;
-    if let Some(data) = args.data {
-        settings.data = data;
-    }
+    let mut settings = crate::settings::load_for_data(args.config.as_deref(), args.data)?;
     let maxzoom = args.maxzoom.unwrap_or(settings.tiles.maxzoom);
     if args.minzoom > maxzoom {
         bail!("--minzoom {} is above --maxzoom {maxzoom}", args.minzoom);

@@ -42,10 +42,7 @@ pub async fn spawn(
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let mut settings = crate::settings::load(args.config.as_deref(), std::env::vars())?;
-    if let Some(data) = args.data {
-        settings.data = data;
-    }
+    let mut settings = crate::settings::load_for_data(args.config.as_deref(), args.data)?;
     if let Some(d) = args.sample_distance {
         settings.vision.sample_distance_m = d;
         settings

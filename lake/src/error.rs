@@ -72,5 +72,23 @@ pub enum Error {
     Internal(String),
 }
 
+impl Error {
+    /// Wraps a Delta error with the table it came from, for `map_err`.
+    pub(crate) fn delta(
+        table: crate::TableName,
+    ) -> impl FnOnce(deltalake::DeltaTableError) -> Self {
+        move |source| Self::Delta {
+            table: table.as_str(),
+            source,
+        }
+    }
+
+    /// Wraps an object-store error with the key it concerned, for `map_err`.
+    pub(crate) fn blob(key: &object_store::path::Path) -> impl FnOnce(object_store::Error) -> Self {
+        let key = key.to_string();
+        move |source| Self::Blob { key, source }
+    }
+}
+
 /// `Result` with the lake's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

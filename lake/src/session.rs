@@ -49,33 +49,14 @@ impl Lake {
     ) -> Result<Vec<(TableName, u64)>> {
         let mut versions = Vec::new();
         for name in TableName::ALL {
-            let mut table = match at {
+            let table = match at {
                 None => self.latest(name).await?,
-                Some(_) => self.tables[name.index()].lock().await.clone(),
+                Some(at) => self.table_as_of(name, at).await?,
             };
-            let loaded = match at {
-                None => Ok(()),
-                // A table created after `at` (an older lake gaining a new
-                // table) was empty then: its creation, version 0.
-                Some(at) => match table.load_with_datetime(at).await {
-                    Ok(()) => {
-                        committed_by(&table, name, at).await?;
-                        Ok(())
-                    }
-                    Err(e) => table.load_version(0).await.map_err(|_| e),
-                },
-            };
-            loaded.map_err(|source| Error::Delta {
-                table: name.as_str(),
-                source,
-            })?;
             versions.push((name, table.version().unwrap_or(0)));
             table
                 .update_datafusion_session(&ctx.state())
-                .map_err(|source| Error::Delta {
-                    table: name.as_str(),
-                    source,
-                })?;
+                .map_err(Error::delta(name))?;
             let provider = table.table_provider().await?;
             let frame = ctx.read_table(provider)?;
             let public = schema::schema(name);
@@ -98,6 +79,27 @@ impl Lake {
             ctx.register_table(*name, view)?;
         }
         Ok(versions)
+    }
+}
+
+impl Lake {
+    /// `table` as it was at `at`: its latest version committed by then. A
+    /// table created after `at` (an older lake gaining a new table) was
+    /// empty then: its creation, version 0.
+    async fn table_as_of(
+        &self,
+        name: TableName,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<deltalake::DeltaTable> {
+        let mut table = self.tables[name.index()].lock().await.clone();
+        match table.load_with_datetime(at).await {
+            Ok(()) => committed_by(&table, name, at).await?,
+            Err(e) => table
+                .load_version(0)
+                .await
+                .map_err(|_| Error::delta(name)(e))?,
+        }
+        Ok(table)
     }
 }
 
@@ -126,9 +128,6 @@ async fn committed_by(
             table: name.as_str(),
             at,
         }),
-        Err(e) => Err(Error::Blob {
-            key: commit.to_string(),
-            source: e,
-        }),
+        Err(e) => Err(Error::blob(&commit)(e)),
     }
 }

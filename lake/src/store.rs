@@ -91,9 +91,7 @@ pub struct Lake {
     pub(crate) pseudonym_key: tokio::sync::OnceCell<[u8; 32]>,
     /// Uploads waiting for their group commit (`group.rs`).
     queue: Mutex<Vec<group::Queued>>,
-    /// Commits this process made per table since its last checkpoint, and
-    /// the version each table was last checkpointed at (`maintain.rs`).
-    commits: [std::sync::atomic::AtomicU64; TableName::ALL.len()],
+    /// The version each table was last checkpointed at (`maintain.rs`).
     checkpointed: [std::sync::atomic::AtomicU64; TableName::ALL.len()],
     /// When this process last vacuumed each table (`maintain.rs`).
     vacuumed: maintain::VacuumClock,
@@ -171,7 +169,6 @@ impl Lake {
             commit_lock: tokio::sync::Mutex::new(()),
             pseudonym_key: tokio::sync::OnceCell::new(),
             queue: Mutex::new(Vec::new()),
-            commits: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)),
             checkpointed: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)),
             vacuumed: Default::default(),
         };
@@ -265,7 +262,6 @@ impl Lake {
                 source,
             })?;
         *guard = updated;
-        self.note_commit(table);
         Ok(())
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use hexroad_dashcam_sim::{DeviceClient, DeviceKey, Stats};
+use hexroad_dashcam_sim::{DeviceClient, DeviceKey, Outcome, Stats, UploadSpec};
 use hexroad_lake::Lake;
 
 /// The Python a bench runs its comparison in: `given`, `$HEXROAD_PYTHON`,
@@ -56,6 +56,15 @@ pub fn device_client<'a>(
         chunk_size: 1 << 20,
         retry_for,
         replayer: false,
+    }
+}
+
+/// Uploads `spec`, which must be acknowledged (a bench measures the
+/// honest path: anything else is a failure of the run).
+pub async fn upload_acknowledged(c: &DeviceClient<'_>, spec: UploadSpec<'_>) -> Result<()> {
+    match c.upload(spec).await? {
+        Outcome::Acknowledged { .. } => Ok(()),
+        out => Err(anyhow::anyhow!("bench upload not acknowledged: {out:?}")),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use hexroad_dashcam_sim::{DeviceClient, DeviceKey, Outcome, Stats, UploadSpec};
+use hexroad_dashcam_sim::{DeviceClient, DeviceKey, Stats, UploadSpec};
 use hexroad_lake::Lake;
 
 use super::common::percentile_ms;
@@ -100,18 +100,17 @@ pub async fn run(args: Args) -> Result<()> {
         tasks.spawn(async move {
             let c = client(&http, &base, &key, &stats);
             for (n, data) in uploads.into_iter().enumerate() {
-                let out = c
-                    .upload(UploadSpec {
+                super::common::upload_acknowledged(
+                    &c,
+                    UploadSpec {
                         kind: "telemetry",
                         format: "ndjson",
                         drive_id: &format!("bench-{n}"),
                         filename: "bench.ndjson",
                         data,
-                    })
-                    .await?;
-                if !matches!(out, Outcome::Acknowledged { .. }) {
-                    return Err(anyhow::anyhow!("bench upload not acknowledged: {out:?}"));
-                }
+                    },
+                )
+                .await?;
             }
             anyhow::Ok(())
         });

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use hexroad_dashcam_sim::{DeviceKey, Outcome, Stats, UploadSpec};
+use hexroad_dashcam_sim::{DeviceKey, Stats, UploadSpec};
 use hexroad_lake::Lake;
 
 use super::common::percentile_ms;
@@ -74,27 +74,15 @@ async fn table_files(
     data: &Path,
     table: hexroad_lake::TableName,
 ) -> Result<(usize, usize)> {
-    let (commits, _) = folder_files(&data.join("tables").join(table.as_str()));
-    Ok((commits, lake.data_files(table).await?))
-}
-
-/// Commit files and Parquet files under a table's folder.
-fn folder_files(table: &Path) -> (usize, usize) {
-    let commits = std::fs::read_dir(table.join("_delta_log"))
+    let log = data.join("tables").join(table.as_str()).join("_delta_log");
+    let commits = std::fs::read_dir(log)
         .map(|d| {
             d.flatten()
                 .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
                 .count()
         })
         .unwrap_or(0);
-    let parquet = std::fs::read_dir(table)
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
-                .count()
-        })
-        .unwrap_or(0);
-    (commits, parquet)
+    Ok((commits, lake.data_files(table).await?))
 }
 
 /// What one stretch of uploads measured.
@@ -186,18 +174,17 @@ async fn drive(
                 super::common::device_client(&http, &base, &key, &stats, Duration::from_secs(60));
             for n in 0..per_device {
                 let t = Instant::now();
-                let out = c
-                    .upload(UploadSpec {
+                super::common::upload_acknowledged(
+                    &c,
+                    UploadSpec {
                         kind: "gnss",
                         format: "gpx",
                         drive_id: &format!("bench-{n}"),
                         filename: "track.gpx",
                         data: gpx(d, n.wrapping_add(salt % 100_000), fixes),
-                    })
-                    .await?;
-                if !matches!(out, Outcome::Acknowledged { .. }) {
-                    return Err(anyhow::anyhow!("bench upload not acknowledged: {out:?}"));
-                }
+                    },
+                )
+                .await?;
                 let done = Instant::now();
                 acks.lock()
                     .unwrap_or_else(|e| e.into_inner())

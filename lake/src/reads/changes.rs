@@ -35,10 +35,6 @@ impl Lake {
     /// latest version. Fails when a commit after `since` is no longer
     /// kept (past the retention): the caller starts over from a full read.
     pub async fn appended_since(&self, table: TableName, since: u64) -> Result<Appended> {
-        let delta_err = |source| Error::Delta {
-            table: table.as_str(),
-            source,
-        };
         let current = self.latest(table).await?;
         let latest = current.version().unwrap_or(0);
         let mut out = Appended {
@@ -48,7 +44,11 @@ impl Lake {
         let log = current.log_store();
         let store = log.object_store(None);
         for version in since + 1..=latest {
-            let Some(commit) = log.read_commit_entry(version).await.map_err(delta_err)? else {
+            let Some(commit) = log
+                .read_commit_entry(version)
+                .await
+                .map_err(Error::delta(table))?
+            else {
                 return Err(Error::Internal(format!(
                     "{} commit {version} is no longer kept",
                     table.as_str()
@@ -61,16 +61,10 @@ impl Lake {
                 let bytes = store
                     .get(&location)
                     .await
-                    .map_err(|source| Error::Blob {
-                        key: location.to_string(),
-                        source,
-                    })?
+                    .map_err(Error::blob(&location))?
                     .bytes()
                     .await
-                    .map_err(|source| Error::Blob {
-                        key: location.to_string(),
-                        source,
-                    })?;
+                    .map_err(Error::blob(&location))?;
                 let read = |e: deltalake::parquet::errors::ParquetError| {
                     Error::Internal(format!("reading {path}: {e}"))
                 };
@@ -180,9 +174,8 @@ impl Lake {
         watch.uploads_at = uploads.version;
         watch.processing_at = processing.version;
         let mut out: Vec<PendingUpload> = watch.pending.values().cloned().collect();
-        out.sort_by(|a, b| {
-            (a.received_at, a.upload_id.to_string()).cmp(&(b.received_at, b.upload_id.to_string()))
-        });
+        // Ids order as their text does: the full read's ORDER BY.
+        out.sort_by_key(|p| (p.received_at, p.upload_id));
         Ok(out)
     }
 }

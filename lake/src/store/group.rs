@@ -47,14 +47,6 @@ pub(crate) fn quiet(transactions: Vec<Transaction>) -> CommitProperties {
         .with_cleanup_expired_logs(Some(false))
 }
 
-/// An application transaction stamped with when it was committed, so a
-/// table's `delta.setTransactionRetentionDuration` can expire it from
-/// checkpoints (an unstamped one is kept for ever, and every commit's
-/// snapshot carries it).
-pub(crate) fn stamped(app: impl ToString, version: i64) -> Transaction {
-    Transaction::new_with_last_update(app, version, Some(chrono::Utc::now().timestamp_millis()))
-}
-
 /// What one group will write for one upload, decided before any commit.
 struct Planned {
     record: UploadRecord,
@@ -215,10 +207,6 @@ impl Lake {
         if parts.is_empty() {
             return Ok(HashSet::new());
         }
-        let delta_err = |source| Error::Delta {
-            table: table.as_str(),
-            source,
-        };
         let mut guard = self.tables[table.index()].lock().await;
         let started = std::time::Instant::now();
         let seen = super::latest::advance(&mut guard, table).await?;
@@ -227,7 +215,7 @@ impl Lake {
         let committed_elsewhere = match (seen, current.version()) {
             (Some(seen), Some(now)) if now > seen => uploads_in(&current, seen + 1..=now)
                 .await
-                .map_err(delta_err)?,
+                .map_err(Error::delta(table))?,
             _ => HashSet::new(),
         };
         let mut left_out = HashSet::new();
@@ -254,9 +242,8 @@ impl Lake {
                     .with_metadata([(UPLOADS_KEY.to_owned(), serde_json::json!(carried))]),
             )
             .await
-            .map_err(delta_err)?;
+            .map_err(Error::delta(table))?;
         *guard = updated;
-        self.note_commit(table);
         tracing::debug!(
             table = table.as_str(),
             uploads = carried_len,

@@ -35,10 +35,7 @@ impl Lake {
         self.blobs
             .put(&path, PutPayload::from(body))
             .await
-            .map_err(|source| Error::Blob {
-                key: path.to_string(),
-                source,
-            })?;
+            .map_err(Error::blob(&path))?;
         Ok(group)
     }
 
@@ -55,33 +52,26 @@ impl Lake {
     /// have rows in `gnss` and in `telemetry`. Old notes are removed.
     pub(super) async fn unfinished_rows(&self) -> Result<(Vec<UploadId>, Vec<UploadId>)> {
         let prefix = Path::from("_hexroad/inflight");
-        let notes: Vec<_> =
-            self.blobs
-                .list(Some(&prefix))
-                .try_collect()
-                .await
-                .map_err(|source| Error::Blob {
-                    key: prefix.to_string(),
-                    source,
-                })?;
+        let notes: Vec<_> = self
+            .blobs
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(Error::blob(&prefix))?;
         let mut named = Vec::new();
         for note in notes {
             if Utc::now() - note.last_modified > NOTE_LIFETIME {
                 let _ = self.blobs.delete(&note.location).await;
                 continue;
             }
-            let blob = |source| Error::Blob {
-                key: note.location.to_string(),
-                source,
-            };
             let bytes = self
                 .blobs
                 .get(&note.location)
                 .await
-                .map_err(blob)?
+                .map_err(Error::blob(&note.location))?
                 .bytes()
                 .await
-                .map_err(blob)?;
+                .map_err(Error::blob(&note.location))?;
             // A note cut by a power cut names nothing reliable; its group
             // committed nothing either (the note is written first).
             if let Ok(ids) = serde_json::from_slice::<Vec<String>>(&bytes) {

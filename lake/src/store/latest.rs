@@ -13,22 +13,18 @@ use crate::{Error, Result};
 /// Brings `handle` to the table's latest version if anything was
 /// committed after the version it holds. Returns the version it held.
 pub(crate) async fn advance(handle: &mut DeltaTable, table: TableName) -> Result<Option<u64>> {
-    let delta_err = |source| Error::Delta {
-        table: table.as_str(),
-        source,
-    };
     let held = handle.version();
     if let Some(v) = held {
         let next = handle
             .log_store()
             .read_commit_entry(v + 1)
             .await
-            .map_err(delta_err)?;
+            .map_err(Error::delta(table))?;
         if next.is_none() {
             return Ok(held);
         }
     }
-    handle.update_state().await.map_err(delta_err)?;
+    handle.update_state().await.map_err(Error::delta(table))?;
     Ok(held)
 }
 

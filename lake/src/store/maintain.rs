@@ -114,15 +114,11 @@ pub(crate) async fn with_properties(
     table: deltalake::DeltaTable,
     name: TableName,
 ) -> Result<deltalake::DeltaTable> {
-    let delta_err = |source| Error::Delta {
-        table: name.as_str(),
-        source,
-    };
     let wanted = Maintenance::default().table_properties(name);
     let missing: std::collections::HashMap<String, String> = {
         let configuration = table
             .snapshot()
-            .map_err(delta_err)?
+            .map_err(Error::delta(name))?
             .metadata()
             .configuration()
             .clone();
@@ -145,16 +141,16 @@ pub(crate) async fn with_properties(
         Ok(updated) => Ok(updated),
         Err(e) => {
             warn!(table = name.as_str(), error = %e, "setting table properties; read again");
-            fallback.update_state().await.map_err(delta_err)?;
+            fallback.update_state().await.map_err(Error::delta(name))?;
             Ok(fallback)
         }
     }
 }
 
 /// What one maintenance pass did to one table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Maintained {
-    pub table: Option<TableName>,
+    pub table: TableName,
     /// Small files rewritten into fewer.
     pub compacted_files: u64,
     /// A checkpoint was written.
@@ -165,27 +161,38 @@ pub struct Maintained {
     pub vacuumed_files: usize,
 }
 
+impl Maintained {
+    fn nothing(table: TableName) -> Self {
+        Self {
+            table,
+            compacted_files: 0,
+            checkpointed: false,
+            removed_log_files: 0,
+            vacuumed_files: 0,
+        }
+    }
+
+    fn changed(&self) -> bool {
+        *self != Self::nothing(self.table)
+    }
+}
+
+/// The data files `current` is made of.
+fn live_files(current: &deltalake::DeltaTable, table: TableName) -> Result<usize> {
+    Ok(current
+        .snapshot()
+        .map_err(Error::delta(table))?
+        .log_data()
+        .num_files())
+}
+
 /// When this process last vacuumed each table.
 pub(crate) type VacuumClock = std::sync::Mutex<[Option<Instant>; TableName::ALL.len()]>;
 
 impl Lake {
-    /// Counts a commit made by this process (for the next maintenance pass).
-    pub(crate) fn note_commit(&self, table: TableName) {
-        self.commits[table.index()].fetch_add(1, Ordering::Relaxed);
-    }
-
     /// The data files `table`'s latest version is made of.
     pub async fn data_files(&self, table: TableName) -> Result<usize> {
-        let delta_err = |source| Error::Delta {
-            table: table.as_str(),
-            source,
-        };
-        let current = self.latest(table).await?;
-        Ok(current
-            .snapshot()
-            .map_err(delta_err)?
-            .log_data()
-            .num_files())
+        live_files(&self.latest(table).await?, table)
     }
 
     /// One pass over every table under `policy`: compacts a table holding
@@ -197,29 +204,17 @@ impl Lake {
         let mut done = Vec::new();
         for table in TableName::ALL {
             let outcome = self.maintain_table(table, policy).await?;
-            if outcome != (Maintained::default()) {
-                done.push(Maintained {
-                    table: Some(table),
-                    ..outcome
-                });
+            if outcome.changed() {
+                done.push(outcome);
             }
         }
         Ok(done)
     }
 
     async fn maintain_table(&self, table: TableName, policy: &Maintenance) -> Result<Maintained> {
-        let delta_err = |source| Error::Delta {
-            table: table.as_str(),
-            source,
-        };
-        let mut out = Maintained::default();
+        let mut out = Maintained::nothing(table);
         let mut current = self.latest(table).await?;
-        let files = current
-            .snapshot()
-            .map_err(delta_err)?
-            .log_data()
-            .num_files();
-        if files > policy.compact_over_files {
+        if live_files(&current, table)? > policy.compact_over_files {
             let (compacted, removed) = self.compact(table, current).await?;
             current = compacted;
             out.compacted_files = removed;
@@ -229,7 +224,7 @@ impl Lake {
         if version >= last + policy.checkpoint_every {
             deltalake::checkpoints::create_checkpoint(&current, None)
                 .await
-                .map_err(delta_err)?;
+                .map_err(Error::delta(table))?;
             let cutoff = chrono::Utc::now()
                 - chrono::Duration::from_std(policy.retention).unwrap_or(chrono::Duration::MAX);
             out.removed_log_files = deltalake::checkpoints::cleanup_expired_logs_for(
@@ -239,9 +234,8 @@ impl Lake {
                 None,
             )
             .await
-            .map_err(delta_err)?;
+            .map_err(Error::delta(table))?;
             self.checkpointed[table.index()].store(version, Ordering::Relaxed);
-            self.commits[table.index()].store(0, Ordering::Relaxed);
             out.checkpointed = true;
             debug!(table = table.as_str(), version, "checkpointed");
         }
@@ -272,10 +266,7 @@ impl Lake {
             .with_target_size(TARGET_BYTES)
             .with_commit_properties(super::group::quiet(Vec::new()))
             .await
-            .map_err(|source| Error::Delta {
-                table: table.as_str(),
-                source,
-            })?;
+            .map_err(Error::delta(table))?;
         debug!(
             table = table.as_str(),
             removed = metrics.num_files_removed,
@@ -304,10 +295,7 @@ impl Lake {
             .with_enforce_retention_duration(false)
             .with_commit_properties(super::group::quiet(Vec::new()))
             .await
-            .map_err(|source| Error::Delta {
-                table: table.as_str(),
-                source,
-            })?;
+            .map_err(Error::delta(table))?;
         let deleted = metrics.files_deleted.len();
         if deleted > 0 {
             info!(table = table.as_str(), deleted, "vacuumed");

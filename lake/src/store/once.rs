@@ -110,7 +110,7 @@ impl Lake {
             *guard = current;
             return Ok(done);
         }
-        let properties = super::group::quiet(vec![super::group::stamped(&app_id, version)]);
+        let properties = super::group::quiet(vec![stamped(&app_id, version)]);
         match current
             .write(vec![batch])
             .with_save_mode(SaveMode::Append)
@@ -119,7 +119,6 @@ impl Lake {
         {
             Ok(updated) => {
                 *guard = updated;
-                self.note_commit(table);
                 Ok(None)
             }
             Err(deltalake::DeltaTableError::Transaction {
@@ -131,4 +130,16 @@ impl Lake {
             Err(source) => Err(delta_err(source)),
         }
     }
+}
+
+/// An application transaction stamped with when it was committed, so a
+/// table's `delta.setTransactionRetentionDuration` can expire it from
+/// checkpoints (an unstamped one is kept for ever, and every commit's
+/// snapshot carries it).
+fn stamped(app: impl ToString, version: i64) -> deltalake::kernel::Transaction {
+    deltalake::kernel::Transaction::new_with_last_update(
+        app,
+        version,
+        Some(chrono::Utc::now().timestamp_millis()),
+    )
 }
