@@ -9,10 +9,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 
 mod common;
-use common::{assert_tables_match, hexroad, python, sim, sql, sql_u64, succeed, wait_processed};
+use common::{
+    assert_tables_match, hexroad, ledger, python, sim, sql, sql_u64, succeed, wait_processed,
+};
 
 /// Every answer compared before and after, each in a fixed order.
 const QUERIES: &[&str] = &[
@@ -33,25 +35,9 @@ fn answers(data: &Path) -> Vec<String> {
         .collect()
 }
 
-/// `hexroad epoch run`: the ledger's bytes.
+/// `hexroad epoch run`, which may fail.
 fn epoch_run(data: &Path, epoch: &str, out: &Path) -> std::process::Output {
-    hexroad(&["epoch", "run", "--epoch", epoch, "--data"])
-        .arg(data)
-        .arg("--out")
-        .arg(out)
-        .env("HEXROAD__REWARDS__GRACE", "0s")
-        .env("HEXROAD__REWARDS__CONTRIBUTOR_CAP_PCT", "100")
-        .output()
-        .unwrap()
-}
-
-fn ledger(out: &Path) -> Vec<u8> {
-    let path = std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".ledger.json"))
-        .expect("a ledger");
-    std::fs::read(path).unwrap()
+    common::epoch_command(data, epoch, out).output().unwrap()
 }
 
 /// `hexroad maintain` with compaction of anything over two files; its
@@ -135,11 +121,7 @@ fn maintenance_changes_no_answer_and_no_closed_epoch() {
     };
     let end = Utc::now() + chrono::Duration::seconds(1);
     std::thread::sleep(Duration::from_millis(1500));
-    let epoch = format!(
-        "{}/{}",
-        start.to_rfc3339_opts(SecondsFormat::Secs, true),
-        end.to_rfc3339_opts(SecondsFormat::Secs, true)
-    );
+    let epoch = common::epoch_interval(start, end);
     let closed = epoch_run(&data, &epoch, &dir.path().join("before"));
     assert!(closed.status.success(), "{closed:?}");
     let paid = ledger(&dir.path().join("before"));

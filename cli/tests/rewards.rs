@@ -14,23 +14,8 @@ use common::{hexroad, python, root, sim, sql, succeed, wait_processed};
 
 /// `hexroad epoch run`: its stdout and the ledger's bytes.
 fn epoch_run(data: &Path, epoch: &str, out: &Path) -> (String, Vec<u8>) {
-    let run = succeed(
-        hexroad(&["epoch", "run", "--epoch", epoch, "--data"])
-            .arg(data)
-            .arg("--out")
-            .arg(out)
-            .env("HEXROAD__REWARDS__GRACE", "0s")
-            .env("HEXROAD__REWARDS__CONTRIBUTOR_CAP_PCT", "100"),
-    );
-    let ledger = std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".ledger.json"))
-        .expect("a ledger");
-    (
-        String::from_utf8(run.stdout).unwrap(),
-        std::fs::read(ledger).unwrap(),
-    )
+    let run = succeed(&mut common::epoch_command(data, epoch, out));
+    (String::from_utf8(run.stdout).unwrap(), common::ledger(out))
 }
 
 #[test]
@@ -59,11 +44,7 @@ fn an_epoch_pays_honest_drivers_not_spoofers_or_copiers_and_never_changes_once_c
     wait_processed(&data, Duration::from_secs(240));
     let end = Utc::now() + chrono::Duration::seconds(1);
     std::thread::sleep(Duration::from_millis(1500));
-    let epoch = format!(
-        "{}/{}",
-        start.to_rfc3339_opts(SecondsFormat::Secs, true),
-        end.to_rfc3339_opts(SecondsFormat::Secs, true)
-    );
+    let epoch = common::epoch_interval(start, end);
 
     let (stdout, first) = epoch_run(&data, &epoch, &dir.path().join("a"));
     let (_, again) = epoch_run(&data, &epoch, &dir.path().join("b"));

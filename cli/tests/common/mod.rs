@@ -251,3 +251,35 @@ pub fn assert_tables_match(data: &Path, r: &Value) {
         r["telemetry_samples_acknowledged"].as_u64().unwrap()
     );
 }
+
+/// `hexroad epoch run` over `data` into `out`, without a grace period or
+/// a per-contributor cap (the sim's fleets are small).
+pub fn epoch_command(data: &Path, epoch: &str, out: &Path) -> Command {
+    let mut cmd = hexroad(&["epoch", "run", "--epoch", epoch, "--data"]);
+    cmd.arg(data)
+        .arg("--out")
+        .arg(out)
+        .env("HEXROAD__REWARDS__GRACE", "0s")
+        .env("HEXROAD__REWARDS__CONTRIBUTOR_CAP_PCT", "100");
+    cmd
+}
+
+/// The bytes of the ledger an epoch run wrote into `out`.
+pub fn ledger(out: &Path) -> Vec<u8> {
+    let path = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".ledger.json"))
+        .expect("a ledger");
+    std::fs::read(path).unwrap()
+}
+
+/// An epoch id `START/END`, each to the second in UTC.
+pub fn epoch_interval(
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let at =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    format!("{}/{}", at(start), at(end))
+}
