@@ -18,6 +18,11 @@ mod sql;
 mod tiles;
 mod vision;
 
+/// mimalloc, as DataFusion's own CLI uses: it hands more of what a large
+/// query or epoch freed back to the system than glibc's allocator does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// hexroad: crowd-sourced street mapping and vehicle telemetry.
 #[derive(Debug, Parser)]
 #[command(version, about)]

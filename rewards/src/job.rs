@@ -1,7 +1,7 @@
 //! One epoch over the tables as they were when it closed: the fraud rules
 //! (`fraud`), the cells' weights, the contributors' claims, and the split.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use h3o::Resolution;
 use hexroad_lake::Snapshot;
@@ -68,12 +68,14 @@ pub async fn run(
 ) -> Result<Outcome> {
     let evidence = Evidence::gather(snapshot, epoch, config).await?;
     let flags = fraud::check(&evidence, &config.fraud);
-    let names = &evidence.frames;
+    let mut names = evidence.frames;
     let frames = &names.frames;
 
     let devices: BTreeMap<String, String> = frames
         .iter()
         .map(|f| (f.device, f.contributor))
+        .collect::<HashSet<_>>()
+        .into_iter()
         .collect::<BTreeSet<_>>()
         .into_iter()
         .map(|(d, c)| {
@@ -90,14 +92,20 @@ pub async fn run(
     };
     let device_out = excluded(&excluded_devices, &to_strings(&names.devices));
     let upload_out = excluded(&excluded_uploads, &to_strings(&names.uploads));
-    let eligible: Vec<&EpochFrame> = frames
-        .iter()
-        .filter(|f| !device_out[f.device as usize] && !upload_out[f.upload as usize])
-        .collect();
+    // Kept in place: a filtered copy of millions of frames is memory too.
+    names
+        .frames
+        .retain(|f| !device_out[f.device as usize] && !upload_out[f.upload as usize]);
+    let eligible = &names.frames;
 
-    let covered: BTreeSet<u64> = eligible.iter().map(|f| f.cell).collect();
+    let covered: BTreeSet<u64> = eligible
+        .iter()
+        .map(|f| f.cell)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
     let cells = cell_weights(snapshot, epoch, config, regions, &covered).await?;
-    let (claims, frame_counts) = claims(&eligible, names, config);
+    let (claims, frame_counts) = claims(eligible, &names, config);
     let mut inputs: BTreeMap<u64, CellInput> = BTreeMap::new();
     for ((cell, who), weight) in &claims {
         inputs
@@ -199,14 +207,14 @@ async fn cell_weights(
 /// further drive of the same cell by the same contributor discounted by
 /// `redrive_pct`.
 fn claims(
-    eligible: &[&EpochFrame],
+    eligible: &[EpochFrame],
     names: &EpochFrames,
     config: &RewardConfig,
 ) -> (BTreeMap<(u64, String), u64>, BTreeMap<String, u64>) {
     let mut drives: HashMap<(u64, u32), Vec<Drive>> = HashMap::new();
     let mut counts: HashMap<u32, u64> = HashMap::new();
     for f in eligible {
-        let q = (f.quality.clamp(0.0, 1.0) * 1000.0).round() as u64;
+        let q = u64::from(f.quality_milli);
         let per_drive = drives.entry((f.cell, f.contributor)).or_default();
         match per_drive.iter_mut().find(|d| d.upload == f.upload) {
             Some(d) => {

@@ -62,15 +62,21 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let frames = super::common::count_frames(&lake).await?;
     // The epoch: the week the frames were generated in, closing a second
-    // from now (whole seconds, after the last commit).
-    let end = chrono::Utc::now() + chrono::Duration::seconds(1);
-    let start = end - chrono::Duration::days(days + 1);
-    let epoch = format!(
-        "{}/{}",
-        start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    );
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    // from now (whole seconds, after the last commit); on a reused lake, the
+    // epoch paid there before, which `epoch run` recomputes as it was.
+    let epoch = match lake.paid_epochs().await?.pop() {
+        Some(paid) => paid,
+        None => {
+            let end = chrono::Utc::now() + chrono::Duration::seconds(1);
+            let start = end - chrono::Duration::days(days + 1);
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            format!(
+                "{}/{}",
+                start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        }
+    };
 
     // The floor: one scan of what the epoch reads.
     let t = Instant::now();

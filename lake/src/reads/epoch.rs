@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 use h3o::Resolution;
 
 use super::{Snapshot, stored, timestamp};
-use crate::columns::{f64s, i64s, micros, strings, u64s};
+use futures::TryStreamExt;
+
+use crate::columns::{Texts, f64s, i64s, micros, strings, u64s};
 use crate::{ContributorId, DeviceId, Result, UploadId};
 
 /// An epoch's time range: `[start, end)`.
@@ -23,18 +25,20 @@ pub struct Span {
 }
 
 /// One published frame of the epoch; ids are indexes into [`EpochFrames`].
+/// Kept small (48 bytes): an epoch holds millions of them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EpochFrame {
     pub upload: u32,
     pub device: u32,
     pub contributor: u32,
+    /// The frame's quality in thousandths (0–1000), as claims weigh it.
+    pub quality_milli: u16,
     /// Microseconds since the Unix epoch.
     pub ts: i64,
     pub lat: f64,
     pub lon: f64,
     /// The frame's cell at the epoch's resolution.
     pub cell: u64,
-    pub quality: f64,
 }
 
 /// The epoch's published frames, each id held once.
@@ -46,10 +50,42 @@ pub struct EpochFrames {
     pub frames: Vec<EpochFrame>,
 }
 
+impl EpochFrames {
+    /// Sorts the frames by device, time, upload and cell (ids compared as
+    /// text, so the order does not depend on the order rows were read in).
+    pub fn sort_by_device_and_time(&mut self) {
+        let device_rank = ranks(&self.devices);
+        let upload_rank = ranks(&self.uploads);
+        self.frames.sort_unstable_by_key(|f| {
+            (
+                device_rank[f.device as usize],
+                f.ts,
+                upload_rank[f.upload as usize],
+                f.cell,
+            )
+        });
+    }
+}
+
+/// Each value's place among `values` sorted: comparing ranks compares the
+/// values, at the cost of an integer comparison.
+fn ranks<T: Ord>(values: &[T]) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..values.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| values[a as usize].cmp(&values[b as usize]));
+    let mut rank = vec![0; values.len()];
+    for (place, &i) in order.iter().enumerate() {
+        rank[i as usize] = place as u32;
+    }
+    rank
+}
+
 /// Ids of one kind, each stored once and referred to by index.
 struct Interner<T> {
     index: HashMap<String, u32>,
     values: Vec<T>,
+    /// The last text looked up and its id: rows of one upload arrive
+    /// together, so most lookups repeat the one before.
+    last: Option<(String, u32)>,
 }
 
 impl<T: std::str::FromStr> Interner<T> {
@@ -57,16 +93,28 @@ impl<T: std::str::FromStr> Interner<T> {
         Self {
             index: HashMap::new(),
             values: Vec::new(),
+            last: None,
         }
     }
 
     fn id(&mut self, text: &str, what: &str) -> Result<u32> {
-        if let Some(&id) = self.index.get(text) {
-            return Ok(id);
+        if let Some((last, id)) = &self.last
+            && last == text
+        {
+            return Ok(*id);
         }
-        let id = u32::try_from(self.values.len()).unwrap_or(u32::MAX);
-        self.values.push(stored(text, what)?);
-        self.index.insert(text.to_owned(), id);
+        let id = match self.index.get(text) {
+            Some(&id) => id,
+            None => {
+                let id = u32::try_from(self.values.len()).map_err(|_| {
+                    crate::Error::Internal(format!("over {} distinct {what}s", u32::MAX))
+                })?;
+                self.values.push(stored(text, what)?);
+                self.index.insert(text.to_owned(), id);
+                id
+            }
+        };
+        self.last = Some((text.to_owned(), id));
         Ok(id)
     }
 }
@@ -114,10 +162,27 @@ pub struct SameSecond {
 }
 
 impl Snapshot {
-    /// The published frames taken in `span`, cells at `resolution`.
+    /// The published frames taken in `span`, cells at `resolution`, read
+    /// batch by batch: memory holds the compact frames and one batch, never
+    /// the whole answer.
     pub async fn epoch_frames(&self, span: Span, resolution: Resolution) -> Result<EpochFrames> {
-        let batches = self
+        // Counted first, so the frames are allocated once at their size: a
+        // vector grown by doubling holds its old and new buffers at once.
+        let counted = self
             .read(
+                "SELECT count(*) AS n FROM frames \
+                 WHERE image_key IS NOT NULL AND ts >= $1 AND ts < $2",
+                vec![timestamp(span.start), timestamp(span.end)],
+            )
+            .await?;
+        let count = counted
+            .first()
+            .map(|b| i64s(b, "n"))
+            .transpose()?
+            .and_then(|n| n.first().copied())
+            .unwrap_or(0);
+        let mut batches = self
+            .stream(
                 "SELECT upload_id, device_id, contributor_id, ts, lat, lon, \
                  h3_cell_to_parent(cell, $1) AS cell, quality FROM frames \
                  WHERE image_key IS NOT NULL AND ts >= $2 AND ts < $3",
@@ -130,25 +195,25 @@ impl Snapshot {
             .await?;
         let (mut uploads, mut devices, mut contributors) =
             (Interner::new(), Interner::new(), Interner::new());
-        let mut frames = Vec::new();
-        for b in &batches {
+        let mut frames = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        while let Some(b) = batches.try_next().await? {
             let (up, dev, who) = (
-                strings(b, "upload_id")?,
-                strings(b, "device_id")?,
-                strings(b, "contributor_id")?,
+                Texts::of(&b, "upload_id")?,
+                Texts::of(&b, "device_id")?,
+                Texts::of(&b, "contributor_id")?,
             );
-            let (ts, lat, lon) = (micros(b, "ts")?, f64s(b, "lat")?, f64s(b, "lon")?);
-            let (cell, quality) = (u64s(b, "cell")?, f64s(b, "quality")?);
+            let (ts, lat, lon) = (micros(&b, "ts")?, f64s(&b, "lat")?, f64s(&b, "lon")?);
+            let (cell, quality) = (u64s(&b, "cell")?, f64s(&b, "quality")?);
             for i in 0..b.num_rows() {
                 frames.push(EpochFrame {
-                    upload: uploads.id(&up[i], "upload id")?,
-                    device: devices.id(&dev[i], "device id")?,
-                    contributor: contributors.id(&who[i], "contributor id")?,
+                    upload: uploads.id(up.value(i), "upload id")?,
+                    device: devices.id(dev.value(i), "device id")?,
+                    contributor: contributors.id(who.value(i), "contributor id")?,
+                    quality_milli: (quality[i].clamp(0.0, 1.0) * 1000.0).round() as u16,
                     ts: ts[i],
                     lat: lat[i],
                     lon: lon[i],
                     cell: cell[i],
-                    quality: quality[i],
                 });
             }
         }

@@ -88,6 +88,17 @@ impl Snapshot {
         let frame = self.ctx.sql(sql).await?.with_param_values(params)?;
         Ok(frame.collect().await?)
     }
+
+    /// Like [`Snapshot::read`], for answers too large to hold at once:
+    /// batches arrive as the query makes them.
+    pub(crate) async fn stream(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<deltalake::datafusion::execution::SendableRecordBatchStream> {
+        let frame = self.ctx.sql(sql).await?.with_param_values(params)?;
+        Ok(frame.execute_stream().await?)
+    }
 }
 
 impl Lake {

@@ -2,7 +2,7 @@
 //! frames in a fixed order, and what the tables say about its devices and
 //! uploads) and the settings to flags that carry their evidence.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::Duration;
 use h3o::Resolution;
@@ -73,35 +73,27 @@ impl Evidence {
             end: epoch.end,
         };
         let resolution = Resolution::try_from(config.resolution).unwrap_or(Resolution::Ten);
-        let mut frames = snapshot.epoch_frames(span, resolution).await?;
-        // A fixed order (sorted here, not in SQL: ids are small, strings not).
-        {
-            let EpochFrames {
-                uploads,
-                devices,
-                frames,
-                ..
-            } = &mut frames;
-            frames.sort_unstable_by(|a, b| {
-                devices[a.device as usize]
-                    .cmp(&devices[b.device as usize])
-                    .then(a.ts.cmp(&b.ts))
-                    .then_with(|| uploads[a.upload as usize].cmp(&uploads[b.upload as usize]))
-                    .then(a.cell.cmp(&b.cell))
-            });
-        }
         let close = epoch.close(Duration::from_std(config.grace).unwrap_or_default());
+        // The joins first, the frames last: the frames are the largest thing
+        // an epoch holds, and the joins' tables are gone before they come.
+        let refused = snapshot
+            .refused_tracks(epoch.start, close, IMPLAUSIBLE_SPEED)
+            .await?;
+        let speeds = snapshot
+            .speed_agreement(span, config.fraud.speed_mismatch_kmh)
+            .await?;
+        let copies = snapshot.copied_uploads(span).await?;
+        let same_second = snapshot.same_second_uploads(span).await?;
+        let bound = snapshot.bound_devices().await?;
+        let mut frames = snapshot.epoch_frames(span, resolution).await?;
+        frames.sort_by_device_and_time();
         Ok(Self {
             frames,
-            refused: snapshot
-                .refused_tracks(epoch.start, close, IMPLAUSIBLE_SPEED)
-                .await?,
-            speeds: snapshot
-                .speed_agreement(span, config.fraud.speed_mismatch_kmh)
-                .await?,
-            copies: snapshot.copied_uploads(span).await?,
-            same_second: snapshot.same_second_uploads(span).await?,
-            bound: snapshot.bound_devices().await?,
+            refused,
+            speeds,
+            copies,
+            same_second,
+            bound,
         })
     }
 
@@ -133,25 +125,51 @@ pub fn check(evidence: &Evidence, config: &FraudConfig) -> Vec<Flag> {
     flags
 }
 
+/// What one account published in the epoch.
+#[derive(Default)]
+struct Account {
+    frames: u64,
+    /// Its distinct cells.
+    cells: HashSet<u64>,
+    /// Its devices, as indexes into the epoch's device ids.
+    devices: BTreeSet<u32>,
+}
+
 /// Frames per account, for the rules that look at a contributor: the
 /// devices a contributor's key bound are one account under its name; a
 /// device that only named the contributor (open registration, no binding)
-/// is an account of its own, whatever name it gave.
-fn by_contributor(evidence: &Evidence) -> BTreeMap<String, Vec<&EpochFrame>> {
-    let mut out: BTreeMap<String, Vec<&EpochFrame>> = BTreeMap::new();
-    for f in &evidence.frames.frames {
-        let contributor = &evidence.frames.contributors[f.contributor as usize];
-        let device = &evidence.frames.devices[f.device as usize];
-        let bound = evidence
-            .bound
-            .get(contributor)
-            .is_some_and(|devices| devices.contains(device));
-        let account = if bound {
-            contributor.to_string()
-        } else {
-            format!("{contributor} (unbound device {device})")
-        };
-        out.entry(account).or_default().push(f);
+/// is an account of its own, whatever name it gave. Counted as the frames
+/// go by, so no list of millions of frames is built.
+fn by_contributor(evidence: &Evidence) -> BTreeMap<String, Account> {
+    let names = &evidence.frames;
+    // Each (contributor, device) pair's account is found once, not per frame.
+    let mut account_of: HashMap<(u32, u32), usize> = HashMap::new();
+    let mut accounts: Vec<(String, Account)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for f in &names.frames {
+        let at = *account_of
+            .entry((f.contributor, f.device))
+            .or_insert_with(|| {
+                let contributor = &names.contributors[f.contributor as usize];
+                let device = &names.devices[f.device as usize];
+                let bound = evidence
+                    .bound
+                    .get(contributor)
+                    .is_some_and(|devices| devices.contains(device));
+                let account = if bound {
+                    contributor.to_string()
+                } else {
+                    format!("{contributor} (unbound device {device})")
+                };
+                *index.entry(account.clone()).or_insert_with(|| {
+                    accounts.push((account, Account::default()));
+                    accounts.len() - 1
+                })
+            });
+        let account = &mut accounts[at].1;
+        account.frames += 1;
+        account.cells.insert(f.cell);
+        account.devices.insert(f.device);
     }
-    out
+    accounts.into_iter().collect()
 }
