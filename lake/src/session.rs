@@ -2,10 +2,30 @@
 //! were at a moment (Delta time travel), with the public schemas, the H3
 //! functions and the analyst views registered.
 
-use deltalake::datafusion::prelude::SessionContext;
+use std::sync::Arc;
+
+use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::schema::{self, TableName};
 use crate::{Error, Lake, Result};
+
+/// The settings of every session over the tables. Text is scanned as plain
+/// UTF-8, the type the tables' public schemas give it: scanned as string
+/// views (DataFusion's default), every text column a query touched was
+/// copied again by the cast to the public type. Filters are pushed into the
+/// Parquet scan, as the Delta scan does by default.
+pub(crate) fn session_config() -> SessionConfig {
+    let mut config = SessionConfig::new();
+    let parquet = &mut config.options_mut().execution.parquet;
+    parquet.schema_force_view_types = false;
+    parquet.pushdown_filters = true;
+    config
+}
+
+/// A plain session with [`session_config`].
+pub(crate) fn new_session() -> SessionContext {
+    SessionContext::new_with_config(session_config())
+}
 
 impl Lake {
     /// A DataFusion session with every table registered under its name, at
@@ -18,7 +38,7 @@ impl Lake {
     pub(crate) async fn session_with_versions(
         &self,
     ) -> Result<(SessionContext, Vec<(TableName, u64)>)> {
-        let ctx = SessionContext::new();
+        let ctx = new_session();
         crate::h3sql::register(&ctx);
         let versions = self.register_tables_as_of(&ctx, None).await?;
         Ok((ctx, versions))
@@ -36,7 +56,7 @@ impl Lake {
         &self,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(SessionContext, Vec<(TableName, u64)>)> {
-        let ctx = SessionContext::new();
+        let ctx = new_session();
         crate::h3sql::register(&ctx);
         let versions = self.register_tables_as_of(&ctx, Some(at)).await?;
         Ok((ctx, versions))
@@ -57,7 +77,10 @@ impl Lake {
             table
                 .update_datafusion_session(&ctx.state())
                 .map_err(Error::delta(name))?;
-            let provider = table.table_provider().await?;
+            let provider = table
+                .table_provider()
+                .with_session(Arc::new(ctx.state()))
+                .await?;
             let frame = ctx.read_table(provider)?;
             let public = schema::schema(name);
             let exprs: Vec<_> = public

@@ -147,7 +147,6 @@ impl Lake {
         use deltalake::datafusion::execution::SessionStateBuilder;
         use deltalake::datafusion::execution::memory_pool::FairSpillPool;
         use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
-        use deltalake::datafusion::prelude::SessionConfig;
         use deltalake::datafusion::sql::parser::{DFParser, Statement};
 
         // Refuse anything but queries before planning, with a message that
@@ -181,7 +180,7 @@ impl Lake {
         }
         let runtime = runtime.build_arc()?;
         let state = SessionStateBuilder::new()
-            .with_config(SessionConfig::new())
+            .with_config(crate::session::session_config())
             .with_runtime_env(runtime)
             .with_default_features()
             .build();
@@ -205,7 +204,7 @@ impl Lake {
     /// shows.
     pub async fn relations(&self, role: Role) -> Result<Vec<(String, &'static str, SchemaRef)>> {
         use crate::schema::TableName;
-        let ctx = SessionContext::new();
+        let ctx = crate::session::new_session();
         crate::h3sql::register(&ctx);
         let mut out = Vec::new();
         let views: Vec<&str> = match role {

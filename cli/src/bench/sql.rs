@@ -96,7 +96,7 @@ fn hexroad_sql(q: &Question, now: i64) -> String {
         .replace("{now}", &now.to_string())
 }
 
-fn duckdb_sql(q: &Question, now: i64, parquet: &str) -> String {
+fn duckdb_sql(q: &Question, now: i64, files: &str) -> String {
     // Parent at resolution r: resolution bits 52..56 = r, digits r+1..15 = 7.
     let parent = |col: &str, r: u32| {
         format!(
@@ -108,7 +108,7 @@ fn duckdb_sql(q: &Question, now: i64, parquet: &str) -> String {
         .replace("{parent10}", &parent("cell", 10))
         .replace("{parent7_of_cell}", &parent("cell", 7))
         .replace("{now}", &now.to_string())
-        .replace("FROM frames", &format!("FROM read_parquet('{parquet}')"))
+        .replace("FROM frames", &format!("FROM read_parquet({files})"))
 }
 
 #[derive(Deserialize)]
@@ -159,12 +159,24 @@ pub async fn run(args: Args) -> Result<()> {
             t.elapsed().as_secs_f64()
         );
     }
-    let frames_dir = data.join("tables/frames");
-    let (files, bytes) = parquet_files(&frames_dir)?;
+    // The files the table's latest version is made of: the folder also
+    // holds those compaction replaced, until vacuum removes them.
+    let files: Vec<PathBuf> = lake
+        .data_file_uris(hexroad_lake::TableName::Frames)
+        .await?
+        .iter()
+        .map(|uri| PathBuf::from(uri.strip_prefix("file://").unwrap_or(uri)))
+        .collect();
+    let bytes: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()))
+        .sum::<std::io::Result<u64>>()
+        .context("sizing the frames table's files")?;
     println!(
-        "  the frames table: {files} Parquet files, {:.0} MB, at {}",
+        "  the frames table: {} Parquet files, {:.0} MB, at {}",
+        files.len(),
         bytes as f64 / 1e6,
-        frames_dir.display()
+        data.join("tables/frames").display()
     );
 
     let now_s = now.timestamp();
@@ -196,7 +208,15 @@ pub async fn run(args: Args) -> Result<()> {
         ours.push((median(seconds), check));
     }
 
-    let parquet = format!("{}/*.parquet", frames_dir.display());
+    // A DuckDB list literal of the same files.
+    let parquet = format!(
+        "[{}]",
+        files
+            .iter()
+            .map(|f| format!("'{}'", f.display().to_string().replace('\'', "''")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let duck = duckdb(
         &python,
         &QUESTIONS.map(|q| duckdb_sql(&q, now_s, &parquet)),
@@ -282,19 +302,6 @@ fn checksum(out: &hexroad_lake::QueryOutput, column: &str) -> Result<(u64, i64)>
             .sum::<i64>();
     }
     Ok((out.num_rows() as u64, sum))
-}
-
-fn parquet_files(dir: &Path) -> Result<(usize, u64)> {
-    let mut n = 0;
-    let mut bytes = 0;
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let entry = entry?;
-        if entry.path().extension().is_some_and(|e| e == "parquet") {
-            n += 1;
-            bytes += entry.metadata()?.len();
-        }
-    }
-    Ok((n, bytes))
 }
 
 fn duckdb(

@@ -6,9 +6,18 @@ use hexroad_lake::{FrameRecord, Lake, TableName};
 use hexroad_wire::{ContributorId, DeviceId, FrameId, UploadId};
 use rand::{Rng, SeedableRng};
 
+/// Drives (uploads) committed together, as the vision worker's commits
+/// arrive from many devices at once.
+const UPLOADS_PER_COMMIT: usize = 64;
+
 /// Drives around Helsinki: each contributor's frames come in drives of a few
 /// hundred frames, 3 m apart, heading drifting, on a random day; about one
 /// frame in twelve is a duplicate (no image).
+///
+/// The lake is left as production leaves it, not as one bulk load: each
+/// commit holds [`UPLOADS_PER_COMMIT`] drives of different contributors
+/// (shuffled, as uploads arrive), and one maintenance pass then compacts,
+/// checkpoints and cleans up as `serve` does in the background.
 pub async fn generate(
     lake: &Lake,
     total: usize,
@@ -20,6 +29,7 @@ pub async fn generate(
     let per_contributor = total.div_ceil(contributors);
     let mut made = 0usize;
     let mut contributor = 0usize;
+    let mut commits = 0usize;
     let bar = indicatif::ProgressBar::new(total as u64);
     while made < total {
         let want = CHUNK.min(total - made);
@@ -32,18 +42,51 @@ pub async fn generate(
                 contributor_frames(c, take, days, now, &mut rows);
                 c += 1;
             }
-            (rows, c)
+            (arrival_order(rows, first as u64), c)
         })
         .await?;
-        let (rows, next) = chunk;
+        let (drives, next) = chunk;
         contributor = next;
-        made += rows.len();
-        let batch = hexroad_lake::schema::frames_batch(&rows)?;
-        lake.append_rows(TableName::Frames, batch).await?;
-        bar.set_position(made as u64);
+        for group in drives.chunks(UPLOADS_PER_COMMIT) {
+            let rows: Vec<FrameRecord> = group.iter().flatten().cloned().collect();
+            made += rows.len();
+            let batch = hexroad_lake::schema::frames_batch(&rows)?;
+            lake.append_rows(TableName::Frames, batch).await?;
+            commits += 1;
+            bar.set_position(made as u64);
+        }
     }
     bar.finish_and_clear();
+    let t = std::time::Instant::now();
+    let maintained = lake
+        .maintain(&hexroad_lake::Maintenance {
+            // Every table checkpointed, however few commits it has.
+            checkpoint_every: 1,
+            ..hexroad_lake::Maintenance::default()
+        })
+        .await?;
+    let compacted: u64 = maintained.iter().map(|m| m.compacted_files).sum();
+    println!(
+        "  written as {commits} commits of {UPLOADS_PER_COMMIT} drives; maintenance compacted \
+         {compacted} files in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
+}
+
+/// The chunk's rows as drives in a shuffled order, so each commit mixes
+/// contributors as arriving uploads do.
+fn arrival_order(rows: Vec<FrameRecord>, seed: u64) -> Vec<Vec<FrameRecord>> {
+    use rand::seq::SliceRandom;
+    let mut drives: Vec<Vec<FrameRecord>> = Vec::new();
+    for row in rows {
+        match drives.last_mut() {
+            Some(d) if d[0].upload_id == row.upload_id => d.push(row),
+            _ => drives.push(vec![row]),
+        }
+    }
+    drives.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    drives
 }
 
 fn contributor_frames(

@@ -195,6 +195,17 @@ impl Lake {
         live_files(&self.latest(table).await?, table)
     }
 
+    /// The URIs of the data files `table`'s latest version is made of: what
+    /// another engine reading the table's Parquet directly must be given
+    /// (the folder also holds files compaction replaced, until vacuum).
+    pub async fn data_file_uris(&self, table: TableName) -> Result<Vec<String>> {
+        let current = self.latest(table).await?;
+        Ok(current
+            .get_file_uris()
+            .map_err(Error::delta(table))?
+            .collect())
+    }
+
     /// One pass over every table under `policy`: compacts a table holding
     /// more than `compact_over_files` files, checkpoints it once it is
     /// `checkpoint_every` versions past its last checkpoint (by version,
