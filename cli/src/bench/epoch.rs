@@ -22,18 +22,61 @@ pub struct Args {
     data: Option<PathBuf>,
 }
 
-/// The largest resident set of any waited-for child, in bytes.
-#[expect(unsafe_code, reason = "getrusage is only reachable through libc")]
-fn children_peak_rss() -> u64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct it is given; RUSAGE_CHILDREN is valid.
-    let ok = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()) } == 0;
-    if !ok {
-        return 0;
-    }
-    // SAFETY: initialised by the successful call above.
-    let usage = unsafe { usage.assume_init() };
-    (usage.ru_maxrss as u64) * 1024
+/// Runs `command` to its end, with its output, and its peak resident
+/// memory in bytes: the high-water mark of its own address space
+/// (`VmHWM`), read every 10 ms while it runs. Not `getrusage`: a child's
+/// `ru_maxrss` also counts the parent's memory it shared between fork and
+/// exec, which after generating millions of rows is the bench's, not the
+/// epoch's.
+fn run_measured(mut command: Command) -> Result<(std::process::Output, u64)> {
+    use std::io::Read;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file)
+            && let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak = peak.max(kib * 1024);
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let output = std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
+    Ok((output, peak))
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -89,17 +132,18 @@ pub async fn run(args: Args) -> Result<()> {
 
     let out = temp.path().join("ledgers");
     let t = Instant::now();
-    let run = Command::new(std::env::current_exe()?)
+    let mut command = Command::new(std::env::current_exe()?);
+    command
         .args(["epoch", "run", "--epoch", &epoch, "--data"])
         .arg(&data)
         .arg("--out")
         .arg(&out)
         .env("HEXROAD__REWARDS__GRACE", "0s")
-        .env("RUST_LOG", "warn,buoyant_kernel=off")
-        .output()
+        .env("RUST_LOG", "warn,buoyant_kernel=off");
+    let (run, peak) = tokio::task::spawn_blocking(move || run_measured(command))
+        .await?
         .context("running hexroad epoch run")?;
     let epoch_s = t.elapsed().as_secs_f64();
-    let peak = children_peak_rss();
     if !run.status.success() {
         bail!(
             "hexroad epoch run failed: {}",
