@@ -52,11 +52,13 @@ pub struct EpochFrames {
 
 impl EpochFrames {
     /// Sorts the frames by device, time, upload and cell (ids compared as
-    /// text, so the order does not depend on the order rows were read in).
+    /// text, so the order does not depend on the order rows were read in),
+    /// on every core.
     pub fn sort_by_device_and_time(&mut self) {
+        use rayon::slice::ParallelSliceMut;
         let device_rank = ranks(&self.devices);
         let upload_rank = ranks(&self.uploads);
-        self.frames.sort_unstable_by_key(|f| {
+        self.frames.par_sort_unstable_by_key(|f| {
             (
                 device_rank[f.device as usize],
                 f.ts,

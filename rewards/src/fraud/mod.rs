@@ -116,10 +116,14 @@ pub fn check(evidence: &Evidence, config: &FraudConfig) -> Vec<Flag> {
         two_places::check,
         stationary_farming::check,
     ];
-    let mut flags: Vec<Flag> = rules
-        .iter()
-        .flat_map(|rule| rule(evidence, config))
-        .collect();
+    // The rules read the same evidence and nothing else: they run at once.
+    let mut flags: Vec<Flag> = {
+        use rayon::iter::{IntoParallelRefIterator, ParallelIterator};
+        rules
+            .par_iter()
+            .flat_map_iter(|rule| rule(evidence, config))
+            .collect()
+    };
     flags.sort();
     flags.dedup();
     flags
