@@ -5,9 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use deltalake::arrow::array::{
-    Array, AsArray, PrimitiveArray, RecordBatch, StringArray, StringViewArray,
-};
+use deltalake::arrow::array::{Array, AsArray, PrimitiveArray, RecordBatch, StringArray};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{
     ArrowPrimitiveType, DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
@@ -34,40 +32,14 @@ fn primitive<T: ArrowPrimitiveType>(batch: &RecordBatch, name: &str) -> Result<P
         .ok_or_else(|| Error::Internal(format!("column {name} is not {}", T::DATA_TYPE)))
 }
 
-/// Column `name` as UTF-8 strings.
-fn utf8(batch: &RecordBatch, name: &str) -> Result<StringArray> {
+/// Column `name` as UTF-8 strings, borrowed in place (a cast only when the
+/// answer holds another type): readers that intern millions of ids copy
+/// none of them.
+pub(crate) fn utf8(batch: &RecordBatch, name: &str) -> Result<StringArray> {
     let c = column(batch, name, &DataType::Utf8)?;
     c.as_string_opt::<i32>()
         .cloned()
         .ok_or_else(|| Error::Internal(format!("column {name} is not text")))
-}
-
-/// A text column read in place, whether the scan produced plain or view
-/// strings: readers that intern millions of ids copy none of them.
-pub(crate) enum Texts {
-    Plain(StringArray),
-    View(StringViewArray),
-}
-
-impl Texts {
-    pub(crate) fn of(batch: &RecordBatch, name: &str) -> Result<Self> {
-        let c = batch
-            .column_by_name(name)
-            .ok_or_else(|| Error::Internal(format!("the answer has no column {name}")))?;
-        if let Some(view) = c.as_string_view_opt() {
-            return Ok(Self::View(view.clone()));
-        }
-        Ok(Self::Plain(utf8(batch, name)?))
-    }
-
-    /// Row `i`'s text ("" for a null).
-    pub(crate) fn value(&self, i: usize) -> &str {
-        match self {
-            Self::Plain(a) if a.is_valid(i) => a.value(i),
-            Self::View(a) if a.is_valid(i) => a.value(i),
-            _ => "",
-        }
-    }
 }
 
 pub fn u64s(batch: &RecordBatch, name: &str) -> Result<Vec<u64>> {

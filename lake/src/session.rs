@@ -9,11 +9,12 @@ use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 use crate::schema::{self, TableName};
 use crate::{Error, Lake, Result};
 
-/// The settings of every session over the tables. Text is scanned as plain
-/// UTF-8, the type the tables' public schemas give it: scanned as string
-/// views (DataFusion's default), every text column a query touched was
-/// copied again by the cast to the public type. Filters are pushed into the
-/// Parquet scan, as the Delta scan does by default.
+/// The settings of every session over the tables. Filters are pushed into
+/// the Parquet scan, so rows a filter drops are never decoded. Text is
+/// asked for as plain UTF-8, the type the public schemas give it, rather
+/// than as string views that the public schema's cast copies again (files
+/// whose embedded Arrow schema says views, as compaction writes them, are
+/// still decoded as views and cast in the scan).
 pub(crate) fn session_config() -> SessionConfig {
     let mut config = SessionConfig::new();
     let parquet = &mut config.options_mut().execution.parquet;
@@ -68,6 +69,9 @@ impl Lake {
         at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Vec<(TableName, u64)>> {
         let mut versions = Vec::new();
+        // The scans follow the session's settings; the state shares the
+        // session's runtime, where each table registers its store.
+        let session = Arc::new(ctx.state());
         for name in TableName::ALL {
             let table = match at {
                 None => self.latest(name).await?,
@@ -75,11 +79,11 @@ impl Lake {
             };
             versions.push((name, table.version().unwrap_or(0)));
             table
-                .update_datafusion_session(&ctx.state())
+                .update_datafusion_session(session.as_ref())
                 .map_err(Error::delta(name))?;
             let provider = table
                 .table_provider()
-                .with_session(Arc::new(ctx.state()))
+                .with_session(Arc::clone(&session))
                 .await?;
             let frame = ctx.read_table(provider)?;
             let public = schema::schema(name);

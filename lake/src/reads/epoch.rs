@@ -14,7 +14,7 @@ use h3o::Resolution;
 use super::{Snapshot, stored, timestamp};
 use futures::TryStreamExt;
 
-use crate::columns::{Texts, f64s, i64s, micros, strings, u64s};
+use crate::columns::{f64s, i64s, micros, strings, u64s, utf8};
 use crate::{ContributorId, DeviceId, Result, UploadId};
 
 /// An epoch's time range: `[start, end)`.
@@ -200,9 +200,9 @@ impl Snapshot {
         let mut frames = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
         while let Some(b) = batches.try_next().await? {
             let (up, dev, who) = (
-                Texts::of(&b, "upload_id")?,
-                Texts::of(&b, "device_id")?,
-                Texts::of(&b, "contributor_id")?,
+                utf8(&b, "upload_id")?,
+                utf8(&b, "device_id")?,
+                utf8(&b, "contributor_id")?,
             );
             let (ts, lat, lon) = (micros(&b, "ts")?, f64s(&b, "lat")?, f64s(&b, "lon")?);
             let (cell, quality) = (u64s(&b, "cell")?, f64s(&b, "quality")?);
