@@ -29,32 +29,12 @@ pub struct Args {
 /// exec, which after generating millions of rows is the bench's, not the
 /// epoch's.
 fn run_measured(mut command: Command) -> Result<(std::process::Output, u64)> {
-    use std::io::Read;
     let mut child = command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()?;
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let status_file = format!("/proc/{}/status", child.id());
     let mut peak = 0u64;
     let status = loop {
@@ -77,6 +57,18 @@ fn run_measured(mut command: Command) -> Result<(std::process::Output, u64)> {
         stderr: stderr.join().unwrap_or_default(),
     };
     Ok((output, peak))
+}
+
+/// Reads `pipe` to its end on a thread of its own, so a child writing more
+/// than a pipe holds never blocks on it.
+fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
 }
 
 pub async fn run(args: Args) -> Result<()> {

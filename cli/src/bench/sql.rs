@@ -96,7 +96,9 @@ fn hexroad_sql(q: &Question, now: i64) -> String {
         .replace("{now}", &now.to_string())
 }
 
-fn duckdb_sql(q: &Question, now: i64, files: &str) -> String {
+/// The query as DuckDB is asked it: `frames` is its view over the same
+/// Parquet files (made by the script from the list of paths).
+fn duckdb_sql(q: &Question, now: i64) -> String {
     // Parent at resolution r: resolution bits 52..56 = r, digits r+1..15 = 7.
     let parent = |col: &str, r: u32| {
         format!(
@@ -108,7 +110,6 @@ fn duckdb_sql(q: &Question, now: i64, files: &str) -> String {
         .replace("{parent10}", &parent("cell", 10))
         .replace("{parent7_of_cell}", &parent("cell", 7))
         .replace("{now}", &now.to_string())
-        .replace("FROM frames", &format!("FROM read_parquet({files})"))
 }
 
 #[derive(Deserialize)]
@@ -208,18 +209,10 @@ pub async fn run(args: Args) -> Result<()> {
         ours.push((median(seconds), check));
     }
 
-    // A DuckDB list literal of the same files.
-    let parquet = format!(
-        "[{}]",
-        files
-            .iter()
-            .map(|f| format!("'{}'", f.display().to_string().replace('\'', "''")))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
     let duck = duckdb(
         &python,
-        &QUESTIONS.map(|q| duckdb_sql(&q, now_s, &parquet)),
+        &files,
+        &QUESTIONS.map(|q| duckdb_sql(&q, now_s)),
         &QUESTIONS.map(|q| q.check),
         args.runs,
     );
@@ -306,13 +299,22 @@ fn checksum(out: &hexroad_lake::QueryOutput, column: &str) -> Result<(u64, i64)>
 
 fn duckdb(
     python: &Path,
+    files: &[PathBuf],
     queries: &[String; 3],
     checks: &[&str; 3],
     runs: usize,
 ) -> Result<DuckdbReport> {
     use std::io::Write;
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let files = files
+        .iter()
+        .map(|f| {
+            f.to_str()
+                .with_context(|| format!("{} is not UTF-8", f.display()))
+        })
+        .collect::<Result<Vec<&str>>>()?;
     let input = serde_json::json!({
+        "files": files,
         "queries": queries,
         "checks": checks,
         "runs": runs,

@@ -1,5 +1,6 @@
-# DuckDB's side of `hexroad bench sql`: reads {"queries", "checks", "runs",
-# "threads"} as JSON on stdin, runs each query `runs` times into an Arrow
+# DuckDB's side of `hexroad bench sql`: reads {"files", "queries", "checks",
+# "runs", "threads"} as JSON on stdin, names the Parquet files `frames` (a
+# view over them, the paths passed as values, never spliced into SQL), runs each query `runs` times into an Arrow
 # table (as an analyst's client would fetch it), and prints the seconds of
 # each run and (rows, sum of the check column) per query as JSON.
 import json
@@ -13,6 +14,7 @@ spec = json.load(sys.stdin)
 con = duckdb.connect()
 con.execute(f"SET threads = {int(spec['threads'])}")
 con.execute("SET TimeZone = 'UTC'")
+con.read_parquet(spec["files"]).create_view("frames")
 seconds, checks = [], []
 for query, column in zip(spec["queries"], spec["checks"]):
     runs = []

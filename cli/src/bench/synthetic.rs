@@ -47,8 +47,10 @@ pub async fn generate(
         .await?;
         let (drives, next) = chunk;
         contributor = next;
-        for group in drives.chunks(UPLOADS_PER_COMMIT) {
-            let rows: Vec<FrameRecord> = group.iter().flatten().cloned().collect();
+        let mut drives = drives.into_iter().peekable();
+        while drives.peek().is_some() {
+            let rows: Vec<FrameRecord> =
+                drives.by_ref().take(UPLOADS_PER_COMMIT).flatten().collect();
             made += rows.len();
             let batch = hexroad_lake::schema::frames_batch(&rows)?;
             lake.append_rows(TableName::Frames, batch).await?;
