@@ -240,10 +240,12 @@ impl DeviceClient<'_> {
         }
     }
 
-    /// `POST /v1/uploads` for `spec`: the new upload's location.
-    async fn create(&self, spec: &UploadSpec<'_>) -> Result<String, SimError> {
+    /// `POST /v1/uploads` for `spec`: the new upload's location, and the
+    /// sha256 of its bytes.
+    async fn create(&self, spec: &UploadSpec<'_>) -> Result<(String, [u8; 32]), SimError> {
         let len = spec.data.len() as u64;
-        let sha = hex::encode(Sha256::digest(&spec.data));
+        let digest: [u8; 32] = Sha256::digest(&spec.data).into();
+        let sha = hex::encode(digest);
         let meta = [
             ("kind", spec.kind),
             ("format", spec.format),
@@ -278,14 +280,14 @@ impl DeviceClient<'_> {
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| SimError::Http("201 without Location".into()))?
             .to_owned();
-        Ok(location)
+        Ok((location, digest))
     }
 
     /// Uploads one file with tus, resuming from the server's offset after
     /// any failure, until the server acknowledges or rejects it.
     pub async fn upload(&self, spec: UploadSpec<'_>) -> Result<Outcome, SimError> {
         let len = spec.data.len() as u64;
-        let location = self.create(&spec).await?;
+        let (location, digest) = self.create(&spec).await?;
         let mut offset = 0u64;
         let deadline_stuck = self.retry_for;
         let mut last_progress = Instant::now();
@@ -299,7 +301,11 @@ impl DeviceClient<'_> {
             let chunk = spec.data.slice(offset as usize..end as usize);
             let cut_at = self.cut_point(chunk.len());
             let started = Instant::now();
-            let result = self.patch(&location, offset, chunk.clone(), cut_at).await;
+            // The whole file in one PATCH: its checksum is the upload's.
+            let known = (offset == 0 && end == len).then_some(digest);
+            let result = self
+                .patch(&location, offset, chunk.clone(), known, cut_at)
+                .await;
             let sent_now = cut_at.unwrap_or(chunk.len()) as u64;
             self.stats.bytes_sent.fetch_add(sent_now, Ordering::Relaxed);
             match result {
@@ -389,9 +395,11 @@ impl DeviceClient<'_> {
         location: &str,
         offset: u64,
         chunk: Bytes,
+        digest: Option<[u8; 32]>,
         cut_at: Option<usize>,
     ) -> Result<Reply, SimError> {
-        let checksum = format!("sha256 {}", STANDARD.encode(Sha256::digest(&chunk)));
+        let digest = digest.unwrap_or_else(|| Sha256::digest(&chunk).into());
+        let checksum = format!("sha256 {}", STANDARD.encode(digest));
         let headers = [
             ("upload-offset", offset.to_string()),
             ("upload-checksum", checksum),

@@ -22,10 +22,10 @@ mod video;
 
 pub use client::{DeviceClient, Outcome, Stats, UploadSpec, Vouchers};
 pub use device::{DeviceKey, Manufacturer, VouchingKey};
-pub use drive::{Car, Sample};
+pub use drive::{Car, STEP_S, Sample};
 pub use fleet::{DeviceReport, Progress, Role, SimConfig, SimReport, run};
 pub use roads::RoadGraph;
-pub use video::VideoSpec;
+pub use video::{VideoSpec, encode as encode_video};
 
 use std::path::PathBuf;
 

@@ -1,7 +1,8 @@
 //! The upload domain: what happens once the last byte of an upload is in.
-//! Assemble the staged chunks, check the declared sha256, validate, keep the
-//! raw object and commit the upload's rows, in that order, so that a crash at
-//! any point leaves either nothing or the whole upload.
+//! Take the staged upload as one object, check the declared sha256, validate
+//! it in place, keep it as the raw object and commit the upload's rows, in
+//! that order, so that a crash at any point leaves either nothing or the
+//! whole upload.
 
 use chrono::Duration;
 use hexroad_lake::object_store::ObjectStoreExt;
@@ -10,8 +11,8 @@ use hexroad_lake::{CommitOutcome, Lake, UploadRecord, UploadStatus, UploadSummar
 use tracing::{info, warn};
 
 use crate::IngestConfig;
-use crate::tus::{Slot, Staging};
-use crate::validate::{self, Rejection, Rules};
+use crate::tus::{Slot, Staging, UploadInfo, Whole};
+use crate::validate::{self, Accepted, Rejection, Rules};
 
 /// Why a complete upload could not be finished (our fault, never the
 /// device's: what the device got wrong is a [`Rejection`] stored with it).
@@ -34,7 +35,7 @@ pub struct Finisher<'a> {
     pub lake: &'a Lake,
     pub staging: &'a Staging,
     pub config: &'a IngestConfig,
-    /// Where the assembled upload is written for validation.
+    /// Where an upload on a remote store is fetched to for validation.
     pub scratch: &'a std::path::Path,
     pub now: chrono::DateTime<chrono::Utc>,
 }
@@ -45,13 +46,9 @@ impl Finisher<'_> {
     /// the summary says which.
     pub async fn finish(&self, slot: &Slot) -> Result<(UploadSummary, Counts), FinishError> {
         let info = &slot.info;
-        let scratch = tempfile::Builder::new()
-            .prefix("hexroad-upload-")
-            .tempfile_in(self.scratch)
-            .map_err(FinishError::Scratch)?;
-        let sha = self
+        let whole = self
             .staging
-            .assemble(slot, scratch.path())
+            .whole(slot)
             .await
             .map_err(FinishError::Assemble)?;
         let rules = Rules {
@@ -60,22 +57,16 @@ impl Finisher<'_> {
             max_speed_mps: self.config.max_speed_mps,
             media: self.config.media,
         };
-        let outcome = if sha != info.sha256 {
+        let outcome = if whole.sha256 != info.sha256 {
             Err(Rejection::new(
                 "sha256_mismatch",
                 format!(
-                    "the bytes received hash to {sha}, not the declared {}",
-                    info.sha256
+                    "the bytes received hash to {}, not the declared {}",
+                    whole.sha256, info.sha256
                 ),
             ))
         } else {
-            let path = scratch.path().to_owned();
-            let (kind, format) = (info.kind, info.format.clone());
-            tokio::task::spawn_blocking(move || {
-                validate::validate_file(&path, kind, &format, rules)
-            })
-            .await
-            .map_err(FinishError::Validation)?
+            self.validate(&whole, info, rules).await?
         };
         let mut record = UploadRecord {
             upload_id: info.upload_id,
@@ -99,13 +90,10 @@ impl Finisher<'_> {
                 crate::sweep::mark_pending(self.lake.blobs().as_ref(), info.upload_id, &key)
                     .await
                     .map_err(FinishError::Raw)?;
-                crate::tus::put_file(
-                    self.lake.blobs().as_ref(),
-                    &StorePath::from(key.as_str()),
-                    scratch.path(),
-                )
-                .await
-                .map_err(FinishError::Raw)?;
+                self.staging
+                    .promote(&whole, &StorePath::from(key.as_str()))
+                    .await
+                    .map_err(FinishError::Raw)?;
                 record.object_key = key;
                 record.media = accepted.media.map(|m| m.to_string());
                 (accepted.gnss, accepted.telemetry)
@@ -134,6 +122,38 @@ impl Finisher<'_> {
 }
 
 impl Finisher<'_> {
+    /// Validates the complete upload where it lies on a local folder; from
+    /// another store it is first fetched into a scratch file.
+    async fn validate(
+        &self,
+        whole: &Whole,
+        info: &UploadInfo,
+        rules: Rules,
+    ) -> Result<Result<Accepted, Rejection>, FinishError> {
+        let (path, scratch) = match self.lake.local_path(&whole.location) {
+            Some(path) => (path, None),
+            None => {
+                let scratch = tempfile::Builder::new()
+                    .prefix("hexroad-upload-")
+                    .tempfile_in(self.scratch)
+                    .map_err(FinishError::Scratch)?;
+                self.staging
+                    .download(&whole.location, scratch.path())
+                    .await
+                    .map_err(FinishError::Assemble)?;
+                (scratch.path().to_owned(), Some(scratch))
+            }
+        };
+        let (kind, format) = (info.kind, info.format.clone());
+        let accepted = tokio::task::spawn_blocking(move || {
+            validate::validate_file(&path, kind, &format, rules)
+        })
+        .await
+        .map_err(FinishError::Validation)?;
+        drop(scratch);
+        Ok(accepted)
+    }
+
     /// Keeps the raw object just stored only if this upload was committed
     /// as accepted; a copy of bytes stored before (same device: the same
     /// upload sent twice; another device: a duplicate) is removed. Failing

@@ -5,6 +5,11 @@
 //! completed), so the upload's offset after any crash is simply the sum of the
 //! contiguous chunks present. `info.json` beside them records what the device
 //! declared when it created the upload.
+//!
+//! Bytes are moved once: each chunk is hashed for the whole upload's sha256
+//! on the way in, an upload sent in one `PATCH` is validated and promoted as
+//! the chunk object itself (see [`Staging::whole`]), and only an upload sent
+//! in several is concatenated, once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,6 +46,18 @@ pub struct UploadInfo {
 pub struct Slot {
     pub info: UploadInfo,
     pub offset: u64,
+    /// The sha256 of bytes `[0, offset)`, when this process received every
+    /// one of them; an upload resumed after a restart (or on another node)
+    /// is hashed again when it is finished.
+    hashed: Option<Sha256>,
+}
+
+/// A complete upload as one object in the store.
+#[derive(Debug, Clone)]
+pub struct Whole {
+    pub location: Path,
+    /// Lowercase hex sha256 of the bytes received.
+    pub sha256: String,
 }
 
 /// How a `PATCH` body ended.
@@ -100,6 +117,10 @@ fn dir(id: UploadId) -> Path {
 
 fn info_path(id: UploadId) -> Path {
     Path::from(format!("staging/{id}/info.json"))
+}
+
+fn whole_path(id: UploadId) -> Path {
+    Path::from(format!("staging/{id}/whole"))
 }
 
 fn chunk_path(id: UploadId, offset: u64) -> Path {
@@ -248,7 +269,11 @@ impl Staging {
             Err(e) => return Err(e),
         };
         let offset = contiguous_end(&self.chunks(id).await?);
-        Ok(Some(Slot { info, offset }))
+        Ok(Some(Slot {
+            info,
+            offset,
+            hashed: (offset == 0).then(Sha256::new),
+        }))
     }
 
     /// The chunks of an upload as (start offset, size), in order.
@@ -288,6 +313,9 @@ impl Staging {
         let path = chunk_path(id, slot.offset);
         let mut writer = WriteMultipart::new(self.store.put_multipart(&path).await?);
         let mut hasher = checksum.hasher();
+        // A sha256-checked chunk at offset 0 hashes the upload as it is.
+        let shared = slot.offset == 0 && hasher.sha256().is_some();
+        let mut whole = slot.hashed.clone().filter(|_| !shared);
         let mut received = 0u64;
         let mut body = body;
         loop {
@@ -307,6 +335,9 @@ impl Staging {
                         return Ok(ChunkEnd::TooLong);
                     }
                     hasher.update(&data);
+                    if let Some(whole) = whole.as_mut() {
+                        whole.update(&data);
+                    }
                     writer.wait_for_capacity(4).await?;
                     writer.write(&data);
                 }
@@ -320,12 +351,16 @@ impl Staging {
             writer.abort().await?;
             return Ok(ChunkEnd::Complete { received });
         }
+        if shared {
+            whole = hasher.sha256().cloned();
+        }
         if !hasher.matches() {
             writer.abort().await?;
             return Ok(ChunkEnd::ChecksumMismatch);
         }
         writer.finish().await?;
         slot.offset += received;
+        slot.hashed = whole;
         Ok(ChunkEnd::Complete { received })
     }
 
@@ -353,33 +388,85 @@ impl Staging {
         Ok(infos)
     }
 
-    /// Concatenates the chunks into a local file, returning it and the hex
-    /// sha256 of its content.
-    pub async fn assemble(
+    /// The complete upload as one object and its sha256. An upload sent in
+    /// one `PATCH` is its single chunk, as stored: nothing is copied, and
+    /// its hash is the one taken on the way in. One sent in several is
+    /// concatenated once into `staging/<upload>/whole`, hashed as it goes.
+    pub async fn whole(&self, slot: &Slot) -> object_store::Result<Whole> {
+        let id = slot.info.upload_id;
+        let length = slot.info.length;
+        let mut parts = Vec::new();
+        let mut next = 0u64;
+        for (start, size, path) in self.chunks(id).await? {
+            if start == next && next < length {
+                parts.push(path);
+                next = start + size;
+            }
+        }
+        if let [only] = parts.as_slice() {
+            let sha256 = match slot.hashed.clone() {
+                Some(hashed) if slot.offset == length => hashed,
+                _ => {
+                    let mut hasher = Sha256::new();
+                    let mut stream = self.store.get(only).await?.into_stream();
+                    while let Some(data) = stream.try_next().await? {
+                        hasher.update(&data);
+                    }
+                    hasher
+                }
+            };
+            return Ok(Whole {
+                location: only.clone(),
+                sha256: hex::encode(sha256.finalize()),
+            });
+        }
+        let location = whole_path(id);
+        let mut hasher = Sha256::new();
+        if parts.is_empty() {
+            self.store.put(&location, PutPayload::new()).await?;
+        } else {
+            let mut writer = WriteMultipart::new(self.store.put_multipart(&location).await?);
+            for path in &parts {
+                let mut stream = self.store.get(path).await?.into_stream();
+                while let Some(data) = stream.try_next().await? {
+                    hasher.update(&data);
+                    writer.wait_for_capacity(4).await?;
+                    writer.write(&data);
+                }
+            }
+            writer.finish().await?;
+        }
+        Ok(Whole {
+            location,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+
+    /// Downloads an object into a local file (for a store that is not a
+    /// local folder: validators read files).
+    pub async fn download(
         &self,
-        slot: &Slot,
+        location: &Path,
         into: &std::path::Path,
-    ) -> object_store::Result<String> {
+    ) -> object_store::Result<()> {
         let io = |e: std::io::Error| object_store::Error::Generic {
             store: "staging",
             source: Box::new(e),
         };
         let mut file = tokio::fs::File::create(into).await.map_err(io)?;
-        let mut hasher = Sha256::new();
-        let mut next = 0u64;
-        for (start, size, path) in self.chunks(slot.info.upload_id).await? {
-            if start != next || next >= slot.info.length {
-                continue;
-            }
-            let mut stream = self.store.get(&path).await?.into_stream();
-            while let Some(data) = stream.try_next().await? {
-                hasher.update(&data);
-                file.write_all(&data).await.map_err(io)?;
-            }
-            next = start + size;
+        let mut stream = self.store.get(location).await?.into_stream();
+        while let Some(data) = stream.try_next().await? {
+            file.write_all(&data).await.map_err(io)?;
         }
-        file.flush().await.map_err(io)?;
-        Ok(hex::encode(hasher.finalize()))
+        file.flush().await.map_err(io)
+    }
+
+    /// Makes the complete upload the object at `key` without moving its
+    /// bytes: a hard link on a local folder, a server-side copy on S3. The
+    /// staged chunks stay until [`Staging::remove`], so a crash before the
+    /// upload commits leaves it finishable.
+    pub async fn promote(&self, whole: &Whole, key: &Path) -> object_store::Result<()> {
+        self.store.copy(&whole.location, key).await
     }
 
     /// Removes an upload's staged bytes once it is finished or terminated.
@@ -420,40 +507,136 @@ fn contiguous_end(chunks: &[(u64, u64, Path)]) -> u64 {
     end
 }
 
-/// Copies a local file into the object store at `key`, streamed in parts.
-pub async fn put_file(
-    store: &dyn ObjectStore,
-    key: &Path,
-    file: &std::path::Path,
-) -> object_store::Result<()> {
-    use tokio::io::AsyncReadExt;
-    let io = |e: std::io::Error| object_store::Error::Generic {
-        store: "raw",
-        source: Box::new(e),
-    };
-    let mut f = tokio::fs::File::open(file).await.map_err(io)?;
-    let mut writer = WriteMultipart::new(store.put_multipart(key).await?);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).await.map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        writer.wait_for_capacity(4).await?;
-        writer.write(&buf[..n]);
-    }
-    writer.finish().await?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hexroad_lake::object_store::local::LocalFileSystem;
+    use proptest::prelude::*;
 
     #[test]
     fn offset_stops_at_the_first_gap() {
         let p = Path::from("x");
         let chunks = vec![(0, 10, p.clone()), (10, 5, p.clone()), (20, 5, p)];
         assert_eq!(contiguous_end(&chunks), 15);
+    }
+
+    fn info(length: u64, data: &[u8]) -> UploadInfo {
+        UploadInfo {
+            upload_id: UploadId::new_random(),
+            device_id: DeviceId::from_public_key(&[7; 32]),
+            contributor_id: ContributorId::try_from("c".to_owned()).unwrap(),
+            kind: UploadKind::Telemetry,
+            format: "ndjson".into(),
+            length,
+            sha256: hex::encode(Sha256::digest(data)),
+            drive_id: None,
+            created_at: Utc::now(),
+        }
+    }
+
+    const ROOM: Quota = Quota {
+        max_open: 8,
+        max_device_bytes: u64::MAX,
+        max_total_bytes: u64::MAX,
+    };
+
+    /// Stages `data` in PATCHes ending at `cuts`; with `restart`, a fresh
+    /// `Staging` (as after a restart) takes over before the last one.
+    async fn staged(
+        store: Arc<dyn ObjectStore>,
+        data: &[u8],
+        cuts: &[usize],
+        restart: bool,
+        sha1: bool,
+    ) -> (Staging, UploadId) {
+        let mut staging = Staging::open(Arc::clone(&store)).await.unwrap();
+        let info = info(data.len() as u64, data);
+        let id = info.upload_id;
+        staging.create(info, ROOM).await.unwrap().unwrap();
+        let mut ends: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+        ends.push(data.len());
+        ends.sort_unstable();
+        ends.dedup();
+        let mut from = 0;
+        for (n, end) in ends.iter().copied().enumerate() {
+            if restart && n + 1 == ends.len() {
+                staging = Staging::open(Arc::clone(&store)).await.unwrap();
+            }
+            let mut guard = staging.lock(id).await.unwrap();
+            let slot = guard.as_mut().unwrap();
+            let body = Bytes::copy_from_slice(&data[from..end]);
+            let checksum = if sha1 {
+                ChunkChecksum::Sha1(sha1::Sha1::digest(&body).into())
+            } else {
+                ChunkChecksum::Sha256(Sha256::digest(&body).into())
+            };
+            let stream = futures::stream::iter([Ok::<_, std::io::Error>(body)]);
+            let idle = std::time::Duration::from_secs(5);
+            let end_state = staging.write_chunk(slot, stream, checksum, idle).await;
+            assert!(matches!(end_state, Ok(ChunkEnd::Complete { .. })));
+            from = end;
+        }
+        (staging, id)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// However an upload was split into PATCHes, whichever checksum
+        /// they carried, and whether or not the process restarted in
+        /// between, the whole object holds exactly its
+        /// bytes and hashes to their sha256.
+        #[test]
+        fn the_whole_upload_is_its_bytes(
+            data in proptest::collection::vec(any::<u8>(), 0..20_000),
+            cuts in proptest::collection::vec(any::<usize>(), 0..5),
+            restart in any::<bool>(),
+            sha1 in any::<bool>(),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let store: Arc<dyn ObjectStore> =
+                    Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+                let (staging, id) = staged(Arc::clone(&store), &data, &cuts, restart, sha1).await;
+                let guard = staging.lock(id).await.unwrap();
+                let slot = guard.as_ref().unwrap();
+                prop_assert_eq!(slot.offset, data.len() as u64);
+                let whole = staging.whole(slot).await.unwrap();
+                prop_assert_eq!(&whole.sha256, &slot.info.sha256);
+                let raw = Path::from("raw/device/upload");
+                staging.promote(&whole, &raw).await.unwrap();
+                staging.remove(&slot.info).await.unwrap();
+                let kept = store.get(&raw).await.unwrap().bytes().await.unwrap();
+                prop_assert_eq!(kept.as_ref(), data.as_slice());
+                Ok(())
+            })?;
+        }
+    }
+
+    /// An upload sent in one PATCH is validated and kept as the very file
+    /// it was received into: the raw object is a link to the chunk, not a
+    /// copy of its bytes.
+    #[tokio::test]
+    async fn one_patch_is_kept_without_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let data = vec![42u8; 300_000];
+        let (staging, id) = staged(Arc::clone(&store), &data, &[], false, false).await;
+        let guard = staging.lock(id).await.unwrap();
+        let slot = guard.as_ref().unwrap();
+        let whole = staging.whole(slot).await.unwrap();
+        assert_eq!(whole.location, chunk_path(id, 0));
+        staging
+            .promote(&whole, &Path::from("raw/d/u"))
+            .await
+            .unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let inode = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().ino();
+        assert_eq!(
+            inode("raw/d/u"),
+            inode(&format!("staging/{id}/chunk-{:020}", 0))
+        );
     }
 }

@@ -116,6 +116,15 @@ impl ChunkHasher {
         }
     }
 
+    /// The sha256 state so far, when this checksum is a sha256 (a chunk
+    /// that starts an upload then gives the upload's running hash too).
+    pub fn sha256(&self) -> Option<&Sha256> {
+        match self {
+            Self::Sha1(..) => None,
+            Self::Sha256(h, _) => Some(h),
+        }
+    }
+
     /// Whether what was hashed matches the promised checksum.
     pub fn matches(self) -> bool {
         match self {

@@ -182,6 +182,20 @@ impl Lake {
         &self.root
     }
 
+    /// Where the object at `key` (relative to [`Lake::blobs`]) lies on this
+    /// machine's file system, when the lake is a local folder: readers that
+    /// need a file (media probes) read it there instead of a copy.
+    pub fn local_path(&self, key: &object_store::path::Path) -> Option<std::path::PathBuf> {
+        if self.root.scheme() != "file" {
+            return None;
+        }
+        let prefix = object_store::path::Path::from_url_path(self.root.path()).ok()?;
+        let full: object_store::path::Path = prefix.parts().chain(key.parts()).collect();
+        object_store::local::LocalFileSystem::new()
+            .path_to_filesystem(&full)
+            .ok()
+    }
+
     /// The object store rooted at the lake's location; blobs live under `raw/`.
     pub fn blobs(&self) -> Arc<dyn ObjectStore> {
         Arc::clone(&self.blobs)
