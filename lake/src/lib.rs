@@ -44,7 +44,10 @@ pub use schema::TableName;
 pub use sql::{
     OutputFormat, QueryLimits, QueryOutput, Refusal, render_batches, render_batches_within,
 };
-pub use store::{CommitOutcome, EpochRows, Lake, Maintained, Maintenance, UploadSummary, root_url};
+pub use store::{
+    CHECKPOINT_LOOK, CommitOutcome, EpochRows, Lake, Maintained, Maintenance, UploadSummary,
+    root_url,
+};
 pub use trust::{ContributorKey, Enrolment, PrivacyZone, PrivacyZones};
 
 /// The store crates, as `lake` uses them, so every crate names one version.

@@ -19,6 +19,7 @@ mod durable;
 mod group;
 mod inflight;
 mod latest;
+pub use latest::CHECKPOINT_LOOK;
 mod maintain;
 mod once;
 use crate::schema::{self, TableName};
@@ -95,6 +96,8 @@ pub struct Lake {
     checkpointed: [std::sync::atomic::AtomicU64; TableName::ALL.len()],
     /// When this process last vacuumed each table (`maintain.rs`).
     vacuumed: maintain::VacuumClock,
+    /// The checkpoint each shared handle reads its log from (`latest.rs`).
+    segments: latest::Segments,
 }
 
 impl std::fmt::Debug for Lake {
@@ -171,6 +174,7 @@ impl Lake {
             queue: Mutex::new(Vec::new()),
             checkpointed: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)),
             vacuumed: Default::default(),
+            segments: Default::default(),
         };
         lake.rebuild_index().await?;
         debug!(root = %lake.root, "lake open");
@@ -430,7 +434,7 @@ async fn open_or_create(
         .with_storage_backend(Arc::clone(store_root), url)
         .build()
         .map_err(delta_err)?;
-    match table.load().await {
+    match latest::load_racing_cleanup(&mut table).await {
         // A folder with no log yet: created below.
         Ok(()) | Err(deltalake::DeltaTableError::NotATable(_)) => {}
         Err(e) => return Err(delta_err(e)),

@@ -300,6 +300,60 @@ async fn maintenance_checkpoints_and_compacts_off_the_commit_path() {
     assert_eq!(files.num_rows(), 1);
 }
 
+/// Issue 16: `File not found: _delta_log/…json`, once seen under
+/// concurrent appends. A process whose handle on a table stayed at an old
+/// version while another process committed, checkpointed and cleaned the
+/// log past it could not follow the log again: the probe for its next
+/// commit found nothing and called it current (its reads stayed stale),
+/// and delta-rs's update failed on the first removed commit, on every
+/// call. The stress test brought the error back with a short retention.
+/// Such a handle is now read afresh from the checkpoint.
+#[tokio::test]
+async fn a_handle_behind_a_cleaned_log_reads_the_table_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_string_lossy().to_string();
+    let behind = Lake::open(&root).await.unwrap();
+    assert_eq!(count(&behind, "SELECT count(*) FROM gnss").await, 0);
+    let writer = Lake::open(&root).await.unwrap();
+    for i in 0..3u8 {
+        writer
+            .commit_upload(
+                record(UploadId::new_random(), i, &format!("{i:064x}")),
+                &points(4),
+                &[],
+            )
+            .await
+            .unwrap();
+    }
+    writer
+        .maintain(&hexroad_lake::Maintenance {
+            checkpoint_every: 1,
+            retention: std::time::Duration::ZERO,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let log = dir.path().join("tables/gnss/_delta_log");
+    assert_eq!(
+        files_named(&log, |n| n.ends_with(".json") && n.starts_with("0000")),
+        1,
+        "only the checkpointed commit is left"
+    );
+    // Another process's cleanup is noticed at the next look for a checkpoint.
+    tokio::time::sleep(hexroad_lake::CHECKPOINT_LOOK).await;
+    assert_eq!(count(&behind, "SELECT count(*) FROM gnss").await, 12);
+    let more = behind
+        .commit_upload(
+            record(UploadId::new_random(), 9, &"9".repeat(64)),
+            &points(4),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(more, CommitOutcome::Committed(_)), "{more:?}");
+    assert_eq!(count(&writer, "SELECT count(*) FROM gnss").await, 16);
+}
+
 /// The vision worker's watch follows the commits: a new video appears, a
 /// final verdict takes it off, a failed one leaves it, a compaction (no new
 /// rows) brings nothing back, and the answer is what a full read gives.

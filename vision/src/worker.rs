@@ -307,8 +307,20 @@ impl Worker {
                         verdict(ProcessingStatus::Processed, None, published, deduped)
                     }
                     Err(e) => {
-                        error!(upload_id = %upload.upload_id, error = %e, "frames not committed");
-                        verdict(ProcessingStatus::Failed, Some(format!("commit: {e}")), 0, 0)
+                        // The whole chain: "table frames" alone says nothing.
+                        let why = std::iter::successors(Some(&e as &dyn std::error::Error), |e| {
+                            e.source()
+                        })
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(": ");
+                        error!(upload_id = %upload.upload_id, error = %why, "frames not committed");
+                        verdict(
+                            ProcessingStatus::Failed,
+                            Some(format!("commit: {why}")),
+                            0,
+                            0,
+                        )
                     }
                 }
             }

@@ -209,7 +209,7 @@ impl Lake {
         }
         let mut guard = self.tables[table.index()].lock().await;
         let started = std::time::Instant::now();
-        let seen = super::latest::advance(&mut guard, table).await?;
+        let seen = self.advance(&mut guard, table).await?;
         let current = guard.clone();
         let looked = started.elapsed();
         let committed_elsewhere = match (seen, current.version()) {

@@ -248,6 +248,12 @@ impl Lake {
             .map_err(Error::delta(table))?;
             self.checkpointed[table.index()].store(version, Ordering::Relaxed);
             out.checkpointed = true;
+            if out.removed_log_files > 0 {
+                // The shared handle may still read commits just removed.
+                let mut guard = self.tables[table.index()].lock().await;
+                self.reload(&mut guard, table).await?;
+                current = guard.clone();
+            }
             debug!(table = table.as_str(), version, "checkpointed");
         }
         let due = {

@@ -98,7 +98,7 @@ impl Lake {
         };
         let app_id = app_id.to_owned();
         let mut guard = self.tables[table.index()].lock().await;
-        super::latest::advance(&mut guard, table).await?;
+        self.advance(&mut guard, table).await?;
         let current = guard.clone();
         let done = current
             .snapshot()
