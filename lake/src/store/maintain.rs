@@ -238,6 +238,10 @@ impl Lake {
                 .map_err(Error::delta(table))?;
             let cutoff = chrono::Utc::now()
                 - chrono::Duration::from_std(policy.retention).unwrap_or(chrono::Duration::MAX);
+            // This process's commits to the table wait for the cleanup and
+            // go on from a handle read afresh: one holding commits just
+            // removed fails on them.
+            let mut guard = self.tables[table.index()].lock().await;
             out.removed_log_files = deltalake::checkpoints::cleanup_expired_logs_for(
                 version,
                 current.log_store().as_ref(),
@@ -249,11 +253,10 @@ impl Lake {
             self.checkpointed[table.index()].store(version, Ordering::Relaxed);
             out.checkpointed = true;
             if out.removed_log_files > 0 {
-                // The shared handle may still read commits just removed.
-                let mut guard = self.tables[table.index()].lock().await;
                 self.reload(&mut guard, table).await?;
                 current = guard.clone();
             }
+            drop(guard);
             debug!(table = table.as_str(), version, "checkpointed");
         }
         let due = {
