@@ -15,6 +15,7 @@ use url::Url;
 
 use crate::columns;
 
+mod compact;
 mod durable;
 mod group;
 mod inflight;

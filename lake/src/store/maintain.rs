@@ -226,7 +226,10 @@ impl Lake {
         let mut out = Maintained::nothing(table);
         let mut current = self.latest(table).await?;
         if live_files(&current, table)? > policy.compact_over_files {
-            let (compacted, removed) = self.compact(table, current).await?;
+            let (compacted, removed) = match super::compact::sort_column(table) {
+                Some(column) => self.compact_sorted(table, current, column).await?,
+                None => self.compact(table, current).await?,
+            };
             current = compacted;
             out.compacted_files = removed;
         }
@@ -280,7 +283,8 @@ impl Lake {
         table: TableName,
         current: deltalake::DeltaTable,
     ) -> Result<(deltalake::DeltaTable, u64)> {
-        const TARGET_BYTES: std::num::NonZeroU64 = std::num::NonZeroU64::new(64 << 20).unwrap();
+        const TARGET_BYTES: std::num::NonZeroU64 =
+            std::num::NonZeroU64::new(super::compact::TARGET_BYTES).unwrap();
         let (compacted, metrics) = current
             .optimize()
             .with_target_size(TARGET_BYTES)
