@@ -19,9 +19,12 @@ use common::{
 /// Every answer compared before and after, each in a fixed order.
 const QUERIES: &[&str] = &[
     "SELECT upload_id, device_id, kind, status, sha256 FROM uploads ORDER BY upload_id",
-    "SELECT upload_id, count(*) AS n, min(ts) AS first, max(ts) AS last, sum(lat) AS lat \
+    // Sums of exact integers: compaction may reorder rows (gnss by cell),
+    // and a float sum's last digits follow the order it adds in.
+    "SELECT upload_id, count(*) AS n, min(ts) AS first, max(ts) AS last, \
+     sum(CAST(round(lat * 1e9) AS BIGINT)) AS lat \
      FROM gnss GROUP BY upload_id ORDER BY upload_id",
-    "SELECT upload_id, signal, count(*) AS n, sum(value) AS total \
+    "SELECT upload_id, signal, count(*) AS n, sum(CAST(round(value * 1e6) AS BIGINT)) AS total \
      FROM telemetry GROUP BY upload_id, signal ORDER BY upload_id, signal",
     "SELECT frame_id, upload_id, ts, lat, lon, cell, image_key FROM frames ORDER BY frame_id",
     "SELECT upload_id, status FROM processing ORDER BY upload_id",

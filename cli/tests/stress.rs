@@ -148,7 +148,8 @@ fn a_hundred_uploads_commit_while_queries_vision_and_the_map_read() {
             // The maintenance's own report (compactions) besides warnings.
             (
                 "RUST_LOG",
-                "warn,buoyant_kernel=off,ort=error,hexroad_lake::store::maintain=debug",
+                "warn,buoyant_kernel=off,ort=error,hexroad_lake::store::maintain=debug,\
+                 hexroad_lake::store::compact=debug",
             ),
             // A hundred devices registering and uploading at once.
             ("HEXROAD__INGEST__REGISTRATIONS_PER_SECOND", "1000"),
