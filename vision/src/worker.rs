@@ -308,12 +308,7 @@ impl Worker {
                     }
                     Err(e) => {
                         // The whole chain: "table frames" alone says nothing.
-                        let why = std::iter::successors(Some(&e as &dyn std::error::Error), |e| {
-                            e.source()
-                        })
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(": ");
+                        let why = e.full_message();
                         error!(upload_id = %upload.upload_id, error = %why, "frames not committed");
                         verdict(
                             ProcessingStatus::Failed,

@@ -9,7 +9,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use deltalake::arrow::array::RecordBatch;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use object_store::ObjectStoreExt;
 
 use super::stored;
 use super::vision::PendingUpload;
@@ -58,26 +57,44 @@ impl Lake {
                 let location = object_store::path::Path::from_url_path(&path)
                     .map_err(|e| Error::Internal(format!("added file {path:?}: {e}")))?;
                 // A commit's new files are one group's rows: small, read whole.
-                let bytes = store
-                    .get(&location)
-                    .await
-                    .map_err(Error::blob(&location))?
-                    .bytes()
-                    .await
-                    .map_err(Error::blob(&location))?;
-                let read = |e: deltalake::parquet::errors::ParquetError| {
-                    Error::Internal(format!("reading {path}: {e}"))
-                };
-                let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)
-                    .map_err(read)?
-                    .build()
-                    .map_err(read)?
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let batches = read_parquet_object(store.as_ref(), &location, None).await?;
                 out.batches.extend(batches);
             }
         }
         Ok(out)
     }
+}
+
+/// The rows of the Parquet object at `location`, read whole into memory
+/// (for files small enough to hold), as `schema` when given (plain strings,
+/// whatever Arrow types the writer embedded) or as the file says.
+pub(crate) async fn read_parquet_object(
+    store: &dyn object_store::ObjectStore,
+    location: &object_store::path::Path,
+    schema: Option<deltalake::arrow::datatypes::SchemaRef>,
+) -> Result<Vec<RecordBatch>> {
+    use object_store::ObjectStoreExt as _;
+    let bytes = store
+        .get(location)
+        .await
+        .map_err(Error::blob(location))?
+        .bytes()
+        .await
+        .map_err(Error::blob(location))?;
+    let read = |e: deltalake::parquet::errors::ParquetError| {
+        Error::Internal(format!("reading {location}: {e}"))
+    };
+    let mut options = deltalake::parquet::arrow::arrow_reader::ArrowReaderOptions::new();
+    if let Some(schema) = schema {
+        options = options.with_schema(schema);
+    }
+    Ok(
+        ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, options)
+            .map_err(read)?
+            .build()
+            .map_err(read)?
+            .collect::<std::result::Result<Vec<_>, _>>()?,
+    )
 }
 
 /// The data files a commit added as new rows (`add` with `dataChange`).

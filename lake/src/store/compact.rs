@@ -19,13 +19,9 @@ use deltalake::arrow::array::{Array, Int64Array, RecordBatch};
 use deltalake::arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_batch};
 use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, Remove};
-use deltalake::parquet::arrow::arrow_reader::{
-    ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
-};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use object_store::ObjectStoreExt;
 use tracing::debug;
 
 use super::Lake;
@@ -114,26 +110,14 @@ impl Lake {
         let store = current.object_store();
         let mut batches = Vec::new();
         for (_, _, location) in files {
-            let bytes = store
-                .get(location)
-                .await
-                .map_err(Error::blob(location))?
-                .bytes()
-                .await
-                .map_err(Error::blob(location))?;
-            let read = |e: deltalake::parquet::errors::ParquetError| {
-                Error::Internal(format!("reading {location}: {e}"))
-            };
             // Read as the table's schema: plain strings, whatever Arrow
             // types an earlier writer embedded.
-            let options = ArrowReaderOptions::new().with_schema(Arc::clone(&schema));
-            let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, options)
-                .map_err(read)?
-                .build()
-                .map_err(read)?;
-            for batch in reader {
-                batches.push(batch?);
-            }
+            let read = crate::reads::changes::read_parquet_object(
+                store.as_ref(),
+                location,
+                Some(Arc::clone(&schema)),
+            );
+            batches.extend(read.await?);
         }
         let sorted = sort_by(&concat_batches(&schema, &batches)?, column)?;
         drop(batches);
