@@ -37,7 +37,7 @@ use hexroad_wire::{
 };
 pub use public::{PUBLIC_VIEWS, Role, pseudonym};
 pub use reads::changes::{Appended, PendingWatch};
-pub use reads::map::{CoverageCell, DriveEnds, FramePoint, TrackFix};
+pub use reads::map::{CoverageCell, CoveragePart, DriveEnds, FramePoint, TrackFix};
 pub use reads::vision::{PendingUpload, PublishedHash};
 pub use reads::{BoundingBox, Snapshot};
 pub use schema::TableName;

@@ -85,7 +85,7 @@ impl Lake {
         min_count: u64,
     ) -> Result<()> {
         let key = self.pseudonym_key().await?;
-        let private = crate::session::new_session();
+        let private = self.new_session();
         crate::h3sql::register(&private);
         private.register_udf(pseudonym_udf(key));
         private.register_udf(iso_week_udf());

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use deltalake::datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use deltalake::datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::schema::{self, TableName};
@@ -20,12 +22,39 @@ pub(crate) fn session_config() -> SessionConfig {
     let parquet = &mut config.options_mut().execution.parquet;
     parquet.schema_force_view_types = false;
     parquet.pushdown_filters = true;
+    // hexroad's files carry no bloom filters: looking for them per row
+    // group is work for nothing.
+    parquet.bloom_filter_on_read = false;
     config
 }
 
-/// A plain session with [`session_config`].
-pub(crate) fn new_session() -> SessionContext {
-    SessionContext::new_with_config(session_config())
+/// Parquet footers and page indexes kept per lake, bytes: a few hundred
+/// files' worth, read once instead of at every query.
+const METADATA_CACHE_BYTES: usize = 64 << 20;
+
+/// The runtime a lake's sessions share, for its cache of file metadata.
+pub(crate) fn shared_runtime() -> Result<Arc<RuntimeEnv>> {
+    Ok(RuntimeEnvBuilder::new()
+        .with_cache_manager(metadata_cache(None))
+        .build_arc()?)
+}
+
+/// Caches that keep file metadata in `shared` (a lake's), or in a new cache.
+pub(crate) fn metadata_cache(shared: Option<&RuntimeEnv>) -> CacheManagerConfig {
+    let config = CacheManagerConfig::default().with_metadata_cache_limit(METADATA_CACHE_BYTES);
+    match shared {
+        Some(runtime) => {
+            config.with_file_metadata_cache(Some(runtime.cache_manager.get_file_metadata_cache()))
+        }
+        None => config,
+    }
+}
+
+impl Lake {
+    /// A plain session with [`session_config`], on the lake's runtime.
+    pub(crate) fn new_session(&self) -> SessionContext {
+        SessionContext::new_with_config_rt(session_config(), Arc::clone(&self.runtime))
+    }
 }
 
 impl Lake {
@@ -39,7 +68,7 @@ impl Lake {
     pub(crate) async fn session_with_versions(
         &self,
     ) -> Result<(SessionContext, Vec<(TableName, u64)>)> {
-        let ctx = new_session();
+        let ctx = self.new_session();
         crate::h3sql::register(&ctx);
         let versions = self.register_tables_as_of(&ctx, None).await?;
         Ok((ctx, versions))
@@ -57,7 +86,7 @@ impl Lake {
         &self,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(SessionContext, Vec<(TableName, u64)>)> {
-        let ctx = new_session();
+        let ctx = self.new_session();
         crate::h3sql::register(&ctx);
         let versions = self.register_tables_as_of(&ctx, Some(at)).await?;
         Ok((ctx, versions))

@@ -174,7 +174,8 @@ impl Lake {
         }
         let mut runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(std::sync::Arc::new(FairSpillPool::new(limits.memory_bytes)))
-            .with_max_temp_directory_size(limits.max_spill_bytes);
+            .with_max_temp_directory_size(limits.max_spill_bytes)
+            .with_cache_manager(crate::session::metadata_cache(Some(&self.runtime)));
         if let Some(dir) = &limits.spill_dir {
             runtime = runtime.with_temp_file_path(dir);
         }
@@ -204,7 +205,7 @@ impl Lake {
     /// shows.
     pub async fn relations(&self, role: Role) -> Result<Vec<(String, &'static str, SchemaRef)>> {
         use crate::schema::TableName;
-        let ctx = crate::session::new_session();
+        let ctx = self.new_session();
         crate::h3sql::register(&ctx);
         let mut out = Vec::new();
         let views: Vec<&str> = match role {

@@ -99,6 +99,9 @@ pub struct Lake {
     vacuumed: maintain::VacuumClock,
     /// The checkpoint each shared handle reads its log from (`latest.rs`).
     segments: latest::Segments,
+    /// The runtime every query session shares: one cache of Parquet footers
+    /// and page indexes, so a query does not parse them again (`session.rs`).
+    pub(crate) runtime: Arc<deltalake::datafusion::execution::runtime_env::RuntimeEnv>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -176,6 +179,7 @@ impl Lake {
             checkpointed: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)),
             vacuumed: Default::default(),
             segments: Default::default(),
+            runtime: crate::session::shared_runtime()?,
         };
         lake.rebuild_index().await?;
         debug!(root = %lake.root, "lake open");

@@ -16,6 +16,9 @@ use crate::{BUFFER, EXTENT, Result, TileId, TilesConfig, mercator, mvt};
 /// tile is made at (for `freshness_days`), passed in so a test can fix it.
 pub struct RenderContext<'a> {
     pub snapshot: &'a Snapshot,
+    /// Coverage per cell, when the tile server keeps it; the snapshot's
+    /// frames are counted otherwise.
+    pub(crate) rollup: Option<&'a crate::rollup::Rollup>,
     pub config: &'a TilesConfig,
     pub now: DateTime<Utc>,
 }
@@ -111,7 +114,14 @@ impl Layer for Coverage {
         let res = Resolution::try_from(ctx.config.resolution(id.z)).unwrap_or(Resolution::Zero);
         let margin_m = 2.5 * res.edge_length_m();
         let (lo, hi) = (range().start, range().end);
-        for c in ctx.snapshot.coverage_in(widen(id, margin_m), res).await? {
+        let mut cells = match ctx.rollup {
+            Some(rollup) if rollup.finest() >= res => rollup.coverage_in(widen(id, 0.0), res),
+            _ => ctx.snapshot.coverage_in(widen(id, margin_m), res).await?,
+        };
+        // In cell order, whatever order a query grouped them in: the same
+        // content always makes the same bytes (and ETag).
+        cells.sort_by_key(|c| c.cell);
+        for c in cells {
             let ring: Vec<[f64; 2]> = c
                 .cell
                 .boundary()

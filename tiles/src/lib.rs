@@ -12,6 +12,7 @@ mod layers;
 pub mod mercator;
 pub mod mvt;
 pub mod pmtiles;
+mod rollup;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -216,6 +217,9 @@ pub struct Tiles {
     clock: Clock,
     /// Bounds cold renders and joins renders of one tile.
     gate: gate::Gate,
+    /// Coverage per cell, kept up as the snapshot is renewed; seeded by
+    /// the first render that needs it.
+    rollup: tokio::sync::RwLock<Option<rollup::Rollup>>,
 }
 
 /// The clock tiles are rendered by.
@@ -239,6 +243,7 @@ impl Tiles {
             bounds: tokio::sync::Mutex::new(None),
             clock: Arc::new(Utc::now),
             gate: gate::Gate::new(config.max_concurrent_renders, config.max_queued_renders),
+            rollup: tokio::sync::RwLock::new(None),
             config,
         };
         let version = tiles
@@ -361,13 +366,16 @@ impl Tiles {
         self.lock().tiles.contains_key(&id)
     }
 
-    /// Renders a tile from the lake, bypassing the cache.
+    /// Renders a tile from the lake, bypassing the cache: coverage from
+    /// the rollup, the rest from the shared snapshot.
     pub async fn render(&self, id: TileId) -> Result<Tile> {
         let snapshot = self.snapshot().await?;
-        self.render_in(&snapshot, id).await
+        let rollup = self.rollup.read().await;
+        self.render_with(&snapshot, rollup.as_ref(), id).await
     }
 
-    /// The snapshot tiles are rendered from, renewed at most once a poll.
+    /// The snapshot tiles are rendered from, renewed at most once a poll;
+    /// the coverage rollup is brought up to date with it.
     async fn snapshot(&self) -> Result<Snapshot> {
         let mut held = self.session.lock().await;
         if let Some((at, snapshot)) = &*held
@@ -375,16 +383,48 @@ impl Tiles {
         {
             return Ok(snapshot.clone());
         }
+        self.advance_rollup().await?;
         let snapshot = self.lake.snapshot().await?;
         *held = Some((Instant::now(), snapshot.clone()));
         Ok(snapshot)
     }
 
+    /// Seeds the coverage rollup, or counts the frames committed since it
+    /// was last brought up to date. The lake is read without the lock, so
+    /// renders go on meanwhile.
+    async fn advance_rollup(&self) -> Result<()> {
+        let step = match &*self.rollup.read().await {
+            Some(rollup) => rollup.next_step(&self.lake).await?,
+            None => {
+                let finest =
+                    Resolution::try_from(self.config.max_resolution).unwrap_or(Resolution::Ten);
+                rollup::Step::Seeded(rollup::Rollup::seed(&self.lake, finest).await?)
+            }
+        };
+        let mut held = self.rollup.write().await;
+        match (step, held.as_mut()) {
+            (rollup::Step::Rows(rows), Some(rollup)) => rollup.apply(&rows)?,
+            (rollup::Step::Seeded(fresh), _) => *held = Some(fresh),
+            (rollup::Step::Rows(_), None) => {}
+        }
+        Ok(())
+    }
+
     /// Renders a tile in a session the caller holds: many tiles from one
     /// snapshot of the tables, as an export wants.
     pub async fn render_in(&self, snapshot: &Snapshot, id: TileId) -> Result<Tile> {
+        self.render_with(snapshot, None, id).await
+    }
+
+    async fn render_with(
+        &self,
+        snapshot: &Snapshot,
+        rollup: Option<&rollup::Rollup>,
+        id: TileId,
+    ) -> Result<Tile> {
         let ctx = RenderContext {
             snapshot,
+            rollup,
             config: &self.config,
             now: (self.clock)(),
         };

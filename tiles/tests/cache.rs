@@ -73,3 +73,71 @@ async fn tiles_off_the_grid_or_too_deep_are_refused() {
     let empty = tiles.tile(TileId::new(0, 0, 0).unwrap()).await.unwrap();
     assert!(empty.bytes.is_empty());
 }
+
+/// Every tile drawn from the coverage rollup (`tile`, the server's path)
+/// is byte for byte the tile drawn by counting the snapshot's frames
+/// (`render_in`, the export's path): once seeded, after frames it counted
+/// as they were committed, and after a privacy zone made it count afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coverage_rollup_draws_what_the_frames_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Arc::new(Lake::open(&dir.path().to_string_lossy()).await.unwrap());
+    let at = |i: usize| Utc::now() - chrono::Duration::minutes(i as i64 * 37);
+    // A drive across central Helsinki, a few frames a street apart.
+    let drive = |from: (f64, f64), n: usize| -> Vec<(f64, f64)> {
+        (0..n)
+            .map(|i| (from.0 + i as f64 * 0.0007, from.1 + i as f64 * 0.0011))
+            .collect()
+    };
+    common::publish_at(&lake, 1, &drive((60.160, 24.920), 40), at, Utc::now()).await;
+    let clock_now = Utc::now();
+    let config = TilesConfig {
+        poll_interval: std::time::Duration::ZERO,
+        ..TilesConfig::default()
+    };
+    let tiles = Tiles::new(Arc::clone(&lake), config)
+        .await
+        .unwrap()
+        .with_clock(Arc::new(move || clock_now));
+    let ids: Vec<TileId> = (6..=16)
+        .flat_map(|z| {
+            [(60.160, 24.920), (60.175, 24.944), (60.187, 24.962)]
+                .map(|(lat, lon)| TileId::containing(lat, lon, z))
+        })
+        .collect();
+    let same = |stage: &'static str| {
+        let tiles = &tiles;
+        let lake = &lake;
+        let ids = &ids;
+        async move {
+            for &id in ids {
+                let kept = tiles.render(id).await.unwrap();
+                let counted = tiles
+                    .render_in(&lake.snapshot().await.unwrap(), id)
+                    .await
+                    .unwrap();
+                assert_eq!(kept.counts, counted.counts, "{stage}: {id:?}");
+                assert_eq!(kept.bytes, counted.bytes, "{stage}: {id:?}");
+            }
+        }
+    };
+    same("seeded").await;
+    // A second drive overlapping the first: counted from its commit.
+    common::publish_at(&lake, 2, &drive((60.170, 24.930), 30), at, Utc::now()).await;
+    same("after new frames").await;
+    assert!(tiles.render(ids[20]).await.unwrap().counts[0] > 0);
+
+    let zone = hexroad_lake::PrivacyZone {
+        zone_id: uuid::Uuid::from_u128(1),
+        contributor_id: "contributor-1".parse().unwrap(),
+        device_id: hexroad_wire::DeviceId::from_public_key(&[7; 32]),
+        lat: 60.175,
+        lon: 24.944,
+        radius_m: 400.0,
+        active: true,
+        changed_at: Utc::now(),
+    };
+    lake.record_privacy_zone(&zone).await.unwrap();
+    lake.note_hidden_change().await.unwrap();
+    same("after a privacy zone").await;
+}

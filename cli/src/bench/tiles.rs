@@ -203,16 +203,17 @@ pub async fn run(args: Args) -> Result<()> {
     .await?;
     server.abort();
 
-    // martin on the exported archive of the same zooms.
-    let (archive, count) =
-        crate::tiles::write_archive(Arc::clone(&lake), config, 10, 16, None).await?;
-    let pmtiles = temp.path().join("hexroad.pmtiles");
-    std::fs::write(&pmtiles, &archive)?;
+    // martin on the exported archive of the same zooms (exported only
+    // when there is a martin to serve it: the export renders every tile).
     let martin = match martin_binary(args.martin.clone()) {
         None => None,
         Some(bin) => {
+            let (archive, count) =
+                crate::tiles::write_archive(Arc::clone(&lake), config, 10, 16, None).await?;
+            let pmtiles = temp.path().join("hexroad.pmtiles");
+            std::fs::write(&pmtiles, &archive)?;
             let warm = martin_pass(&bin, &pmtiles, &http, &sample, args.concurrency).await?;
-            Some((bin, warm))
+            Some((bin, warm, count))
         }
     };
 
@@ -243,7 +244,7 @@ pub async fn run(args: Args) -> Result<()> {
     );
     row("hexroad, cached", &cached, sample.len());
     match &martin {
-        Some((bin, warm)) => {
+        Some((bin, warm, count)) => {
             row("martin, the exported PMTiles", warm, sample.len());
             println!(
                 "  hexroad cached / martin: {:.2}× the tiles/s, p99 {:.2}× ({}; {count} tiles in the archive)",

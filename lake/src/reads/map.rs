@@ -18,6 +18,17 @@ pub struct CoverageCell {
     pub last_seen: DateTime<Utc>,
 }
 
+/// One contributor's published frames in one cell: the part of a
+/// [`CoverageCell`] the tile server's coverage rollup is built from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoveragePart {
+    pub cell: CellIndex,
+    pub contributor_id: ContributorId,
+    pub frames: u64,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+}
+
 /// A published frame as the map draws it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FramePoint {
@@ -57,26 +68,23 @@ impl Snapshot {
         area: BoundingBox,
         resolution: h3o::Resolution,
     ) -> Result<Vec<CoverageCell>> {
-        let batches = self
-            .read(
-                concat!(
-                    "SELECT cell, count(*) AS frames, count(DISTINCT contributor_id) AS contributors, \
-                     min(ts) AS first_seen, max(ts) AS last_seen FROM \
-                     (SELECT h3_cell_to_parent(f.cell, $1) AS cell, f.contributor_id, f.ts \
-                      FROM frames f WHERE f.image_key IS NOT NULL \
-                      AND f.lat BETWEEN $2 AND $3 AND f.lon BETWEEN $4 AND $5 AND ",
-                    outside_privacy_zones!("f.lat", "f.lon", "f.contributor_id"),
-                    ") GROUP BY cell"
-                ),
-                vec![
-                    i64::from(u8::from(resolution)).into(),
-                    area.south.into(),
-                    area.north.into(),
-                    area.west.into(),
-                    area.east.into(),
-                ],
-            )
-            .await?;
+        let mut params = vec![
+            i64::from(u8::from(resolution)).into(),
+            area.south.into(),
+            area.north.into(),
+            area.west.into(),
+            area.east.into(),
+        ];
+        let cells = area.cells_condition("f.cell", &mut params);
+        let sql = format!(
+            "SELECT cell, count(*) AS frames, count(DISTINCT contributor_id) AS contributors, \
+             min(ts) AS first_seen, max(ts) AS last_seen FROM \
+             (SELECT h3_cell_to_parent(f.cell, $1) AS cell, f.contributor_id, f.ts \
+              FROM frames f WHERE f.image_key IS NOT NULL AND {cells} \
+              AND f.lat BETWEEN $2 AND $3 AND f.lon BETWEEN $4 AND $5 AND {}) GROUP BY cell",
+            outside_privacy_zones!("f.lat", "f.lon", "f.contributor_id"),
+        );
+        let batches = self.read(&sql, params).await?;
         let mut out = Vec::new();
         for b in &batches {
             let cell = u64s(b, "cell")?;
@@ -100,20 +108,52 @@ impl Snapshot {
         Ok(out)
     }
 
+    /// Every published frame outside its contributor's privacy zones,
+    /// counted per cell at `resolution` and contributor: one pass over the
+    /// frames that seeds a rollup, which later frames then add to.
+    pub async fn coverage_parts(&self, resolution: h3o::Resolution) -> Result<Vec<CoveragePart>> {
+        let sql = concat!(
+            "SELECT cell, contributor_id, count(*) AS frames, min(ts) AS first_seen, \
+             max(ts) AS last_seen FROM \
+             (SELECT h3_cell_to_parent(f.cell, $1) AS cell, f.contributor_id, f.ts \
+              FROM frames f WHERE f.image_key IS NOT NULL AND ",
+            outside_privacy_zones!("f.lat", "f.lon", "f.contributor_id"),
+            ") GROUP BY cell, contributor_id"
+        );
+        let params = vec![i64::from(u8::from(resolution)).into()];
+        let mut out = Vec::new();
+        for b in &self.read(sql, params).await? {
+            let cell = u64s(b, "cell")?;
+            let who = strings(b, "contributor_id")?;
+            let frames = i64s(b, "frames")?;
+            let (first, last) = (times(b, "first_seen")?, times(b, "last_seen")?);
+            for r in 0..b.num_rows() {
+                let Ok(cell) = CellIndex::try_from(cell[r]) else {
+                    continue;
+                };
+                out.push(CoveragePart {
+                    cell,
+                    contributor_id: stored(&who[r], "contributor id")?,
+                    frames: frames[r].unsigned_abs(),
+                    first_seen: first[r],
+                    last_seen: last[r],
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// Published frames inside `area`, oldest first.
     pub async fn frames_in(&self, area: BoundingBox) -> Result<Vec<FramePoint>> {
-        let batches = self
-            .read(
-                concat!(
-                    "SELECT f.frame_id, f.ts, f.heading, f.lat, f.lon, f.contributor_id, f.image_key \
-                     FROM frames f WHERE f.image_key IS NOT NULL \
-                     AND f.lat BETWEEN $1 AND $2 AND f.lon BETWEEN $3 AND $4 AND ",
-                    outside_privacy_zones!("f.lat", "f.lon", "f.contributor_id"),
-                    " ORDER BY f.ts"
-                ),
-                area.params(),
-            )
-            .await?;
+        let mut params = area.params();
+        let cells = area.cells_condition("f.cell", &mut params);
+        let sql = format!(
+            "SELECT f.frame_id, f.ts, f.heading, f.lat, f.lon, f.contributor_id, f.image_key \
+             FROM frames f WHERE f.image_key IS NOT NULL AND {cells} \
+             AND f.lat BETWEEN $1 AND $2 AND f.lon BETWEEN $3 AND $4 AND {} ORDER BY f.ts",
+            outside_privacy_zones!("f.lat", "f.lon", "f.contributor_id"),
+        );
+        let batches = self.read(&sql, params).await?;
         let mut out = Vec::new();
         for b in &batches {
             let ids = strings(b, "frame_id")?;
@@ -140,19 +180,17 @@ impl Snapshot {
 
     /// Fixes of accepted uploads inside `area`, by upload then time.
     pub async fn track_fixes_in(&self, area: BoundingBox) -> Result<Vec<TrackFix>> {
-        let batches = self
-            .read(
-                concat!(
-                    "SELECT g.upload_id, g.device_id, g.lat, g.lon FROM gnss g \
-                     JOIN (SELECT upload_id, contributor_id FROM uploads WHERE status = 'accepted') u \
-                       ON g.upload_id = u.upload_id \
-                     WHERE g.lat BETWEEN $1 AND $2 AND g.lon BETWEEN $3 AND $4 AND ",
-                    outside_privacy_zones!("g.lat", "g.lon", "u.contributor_id"),
-                    " ORDER BY g.upload_id, g.ts"
-                ),
-                area.params(),
-            )
-            .await?;
+        let mut params = area.params();
+        let cells = area.cells_condition("g.cell", &mut params);
+        let sql = format!(
+            "SELECT g.upload_id, g.device_id, g.lat, g.lon FROM gnss g \
+             JOIN (SELECT upload_id, contributor_id FROM uploads WHERE status = 'accepted') u \
+               ON g.upload_id = u.upload_id \
+             WHERE {cells} AND g.lat BETWEEN $1 AND $2 AND g.lon BETWEEN $3 AND $4 AND {} \
+             ORDER BY g.upload_id, g.ts",
+            outside_privacy_zones!("g.lat", "g.lon", "u.contributor_id"),
+        );
+        let batches = self.read(&sql, params).await?;
         let mut out = Vec::new();
         for b in &batches {
             let uploads = strings(b, "upload_id")?;
@@ -174,19 +212,18 @@ impl Snapshot {
     /// The first and last fix of every accepted drive with a fix inside
     /// `area`, wherever those ends lie.
     pub async fn drive_ends_near(&self, area: BoundingBox) -> Result<Vec<DriveEnds>> {
-        let [south, north, west, east] = [area.south, area.north, area.west, area.east];
-        let batches = self
-            .read(
-                "SELECT g.upload_id, g.ts, g.lat, g.lon, e.t0, e.t1 FROM gnss g JOIN \
-                   (SELECT upload_id, min(ts) AS t0, max(ts) AS t1 FROM gnss WHERE upload_id IN \
-                     (SELECT DISTINCT upload_id FROM gnss \
-                      WHERE lat BETWEEN $1 AND $2 AND lon BETWEEN $3 AND $4) \
-                    AND upload_id IN (SELECT upload_id FROM uploads WHERE status = 'accepted') \
-                    GROUP BY upload_id) e \
-                 ON g.upload_id = e.upload_id AND (g.ts = e.t0 OR g.ts = e.t1)",
-                vec![south.into(), north.into(), west.into(), east.into()],
-            )
-            .await?;
+        let mut params = area.params();
+        let cells = area.cells_condition("cell", &mut params);
+        let sql = format!(
+            "SELECT g.upload_id, g.ts, g.lat, g.lon, e.t0, e.t1 FROM gnss g JOIN \
+               (SELECT upload_id, min(ts) AS t0, max(ts) AS t1 FROM gnss WHERE upload_id IN \
+                 (SELECT DISTINCT upload_id FROM gnss \
+                  WHERE {cells} AND lat BETWEEN $1 AND $2 AND lon BETWEEN $3 AND $4) \
+                AND upload_id IN (SELECT upload_id FROM uploads WHERE status = 'accepted') \
+                GROUP BY upload_id) e \
+             ON g.upload_id = e.upload_id AND (g.ts = e.t0 OR g.ts = e.t1)"
+        );
+        let batches = self.read(&sql, params).await?;
         let mut ends: std::collections::HashMap<UploadId, DriveEnds> =
             std::collections::HashMap::new();
         for b in &batches {

@@ -63,6 +63,27 @@ impl BoundingBox {
             self.east.into(),
         ]
     }
+
+    /// The condition "`column` (a resolution-15 cell) lies in one of the
+    /// cell ranges covering the area", its bounds appended to `params` as
+    /// the next placeholders. Tables compacted in cell order keep an area's
+    /// rows together, so this lets the scan skip every file, row group and
+    /// page outside the area; the latitude and longitude tests stay the
+    /// exact ones. `TRUE` for an area too wide to be worth ranges.
+    pub(crate) fn cells_condition(self, column: &str, params: &mut Vec<ScalarValue>) -> String {
+        let Some(ranges) = crate::grid::cell_ranges(self.south, self.north, self.west, self.east)
+        else {
+            return "TRUE".into();
+        };
+        let mut terms = Vec::with_capacity(ranges.len());
+        for (lo, hi) in ranges {
+            params.push(ScalarValue::UInt64(Some(lo)));
+            params.push(ScalarValue::UInt64(Some(hi)));
+            let n = params.len();
+            terms.push(format!("{column} BETWEEN ${} AND ${n}", n - 1));
+        }
+        format!("({})", terms.join(" OR "))
+    }
 }
 
 /// The tables at one moment: every read through one snapshot sees the

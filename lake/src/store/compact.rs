@@ -35,6 +35,11 @@ pub(super) const TARGET_BYTES: u64 = 64 << 20;
 /// reads touch a few of them, large enough to compress well.
 const ROW_GROUP_ROWS: usize = 16 * 1024;
 
+/// Rows per data page: the page index lets a scan skip pages within a row
+/// group, so a tile decodes (and decompresses) only the pages its cell
+/// ranges reach, not its row groups' whole columns.
+const PAGE_ROWS: usize = 1024;
+
 /// The column rows are sorted by, for the tables the map reads by area.
 pub(super) fn sort_column(table: TableName) -> Option<&'static str> {
     match table {
@@ -125,6 +130,8 @@ impl Lake {
         let properties = WriterProperties::builder()
             .set_compression(deltalake::parquet::basic::Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_data_page_row_count_limit(PAGE_ROWS)
+            .set_write_batch_size(PAGE_ROWS)
             .build();
         let mut writer = RecordBatchWriter::for_table(&current)
             .map_err(Error::delta(table))?
