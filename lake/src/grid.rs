@@ -55,9 +55,7 @@ pub fn cell_ranges(south: f64, north: f64, west: f64, east: f64) -> Option<Vec<(
     {
         return None;
     }
-    let mid = ((south + north) / 2.0).to_radians().cos().max(0.01);
-    let height_m = (north - south) * 111_320.0;
-    let width_m = (east - west) * 111_320.0 * mid;
+    let (height_m, width_m) = extent_m(south, north, west, east);
     let side_m = height_m.max(width_m);
     // The finest resolution whose cells are still a quarter of the area's
     // side, so a few dozen cells cover it.
@@ -65,23 +63,7 @@ pub fn cell_ranges(south: f64, north: f64, west: f64, east: f64) -> Option<Vec<(
         .take_while(|r| r.edge_length_m() * SAMPLES_PER_SIDE >= side_m)
         .last()
         .unwrap_or(Resolution::Zero);
-    // Points closer than a cell's edge lie in the same cell or in
-    // neighbouring ones: sample the area at that spacing, add each sample's
-    // ring of neighbours, and every cell the area touches is included.
-    let step_m = res.edge_length_m() * 0.9;
-    let rows = (height_m / step_m).ceil().max(1.0) as usize;
-    let cols = (width_m / step_m).ceil().max(1.0) as usize;
-    let mut cells = std::collections::BTreeSet::new();
-    for i in 0..=rows {
-        let lat = south + (north - south) * i as f64 / rows as f64;
-        for j in 0..=cols {
-            let lon = west + (east - west) * j as f64 / cols as f64;
-            let Ok(point) = LatLng::new(lat, lon) else {
-                return None;
-            };
-            cells.extend(point.to_cell(res).grid_disk::<Vec<_>>(1));
-        }
-    }
+    let cells = cells_touching(south, north, west, east, res);
     let mut ranges: Vec<(u64, u64)> = cells.into_iter().map(descendant_range).collect();
     ranges.sort_unstable();
     let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
@@ -101,6 +83,46 @@ pub fn cell_ranges(south: f64, north: f64, west: f64, east: f64) -> Option<Vec<(
         merged.remove(narrowest);
     }
     Some(merged)
+}
+
+/// An area's height and width in metres (the width at its middle latitude).
+fn extent_m(south: f64, north: f64, west: f64, east: f64) -> (f64, f64) {
+    let mid = ((south + north) / 2.0).to_radians().cos().max(0.01);
+    let height_m = (north - south).max(0.0) * 111_320.0;
+    (height_m, (east - west).max(0.0) * 111_320.0 * mid)
+}
+
+/// The cells at `res` touching the area `south..=north`, `west..=east`,
+/// and some of their neighbours, sorted: points closer than a cell's edge
+/// lie in one cell or in neighbouring ones, so the area is sampled at that
+/// spacing and each sample's cell is taken with its ring.
+pub fn cells_touching(
+    south: f64,
+    north: f64,
+    west: f64,
+    east: f64,
+    res: Resolution,
+) -> Vec<CellIndex> {
+    let (height_m, width_m) = extent_m(south, north, west, east);
+    let step_m = res.edge_length_m() * 0.9;
+    let rows = (height_m / step_m).ceil().clamp(1.0, 4096.0) as usize;
+    let cols = (width_m / step_m).ceil().clamp(1.0, 4096.0) as usize;
+    let mut centres = std::collections::HashSet::new();
+    let mut cells = std::collections::BTreeSet::new();
+    for i in 0..=rows {
+        let lat = south + (north - south) * i as f64 / rows as f64;
+        for j in 0..=cols {
+            let lon = west + (east - west) * j as f64 / cols as f64;
+            let Ok(point) = LatLng::new(lat.clamp(-90.0, 90.0), lon) else {
+                continue;
+            };
+            let cell = point.to_cell(res);
+            if centres.insert(cell) {
+                cells.extend(cell.grid_disk::<Vec<_>>(1));
+            }
+        }
+    }
+    cells.into_iter().collect()
 }
 
 /// The first and last resolution-15 index below `cell`: the cell's own

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use h3o::{CellIndex, LatLng, Resolution};
+use h3o::Resolution;
 use hexroad_lake::columns::{f64s, i64s, opt_strings, strings, times};
 use hexroad_lake::{
     Appended, BoundingBox, CoverageCell, CoveragePart, Lake, PrivacyZones, TableName,
@@ -180,7 +180,10 @@ impl Rollup {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for cell in cells_touching(area, resolution) {
+        let cells = hexroad_lake::grid::cells_touching(
+            area.south, area.north, area.west, area.east, resolution,
+        );
+        for cell in cells {
             let Some(t) = level.get(&u64::from(cell)) else {
                 continue;
             };
@@ -197,37 +200,4 @@ impl Rollup {
         }
         out
     }
-}
-
-/// The cells at `resolution` touching `area`, and their neighbours: the
-/// area sampled closer than a cell's edge, each sample's cell with its ring
-/// (two points closer than an edge lie in one cell or in neighbours).
-fn cells_touching(area: BoundingBox, resolution: Resolution) -> Vec<CellIndex> {
-    let step_m = resolution.edge_length_m() * 0.9;
-    let mid = ((area.south + area.north) / 2.0)
-        .to_radians()
-        .cos()
-        .max(0.01);
-    let height_m = (area.north - area.south).max(0.0) * 111_320.0;
-    let width_m = (area.east - area.west).max(0.0) * 111_320.0 * mid;
-    let rows = (height_m / step_m).ceil().clamp(1.0, 4096.0) as usize;
-    let cols = (width_m / step_m).ceil().clamp(1.0, 4096.0) as usize;
-    let mut centres = std::collections::HashSet::new();
-    let mut seen = std::collections::HashSet::new();
-    for i in 0..=rows {
-        let lat = area.south + (area.north - area.south) * i as f64 / rows as f64;
-        for j in 0..=cols {
-            let lon = area.west + (area.east - area.west) * j as f64 / cols as f64;
-            let Ok(point) = LatLng::new(lat.clamp(-90.0, 90.0), lon) else {
-                continue;
-            };
-            let cell = point.to_cell(resolution);
-            if centres.insert(cell) {
-                seen.extend(cell.grid_disk::<Vec<_>>(1));
-            }
-        }
-    }
-    let mut cells: Vec<CellIndex> = seen.into_iter().collect();
-    cells.sort_unstable();
-    cells
 }

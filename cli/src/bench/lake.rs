@@ -48,26 +48,19 @@ pub struct Args {
 }
 
 /// A GPX track of `fixes` fixes a second apart, distinct per (device, n),
-/// in the last weeks and moving at a car's pace.
+/// in the last weeks and moving at a car's pace: [`track_points`] as a
+/// device sends them.
 fn gpx(device: usize, n: usize, fixes: usize) -> Bytes {
-    let t0 = chrono::Utc::now()
-        - chrono::Duration::days(2)
-        - chrono::Duration::minutes((device * 10_000 + n) as i64);
-    let (lat0, lon0) = (
-        60.15 + (device % 10) as f64 * 0.005,
-        24.90 + (n % 50) as f64 * 0.002,
-    );
     let mut out = String::from(
         "<?xml version=\"1.0\"?><gpx version=\"1.1\" creator=\"bench\" \
          xmlns=\"http://www.topografix.com/GPX/1/1\"><trk><trkseg>",
     );
-    for i in 0..fixes {
-        let ts = t0 + chrono::Duration::seconds(i as i64);
+    for p in track_points(device, n, fixes, 2) {
         out.push_str(&format!(
             "<trkpt lat=\"{:.6}\" lon=\"{:.6}\"><time>{}</time></trkpt>",
-            lat0 + i as f64 * 0.0001,
-            lon0,
-            ts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            p.lat,
+            p.lon,
+            p.ts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ));
     }
     out.push_str("</trkseg></trk></gpx>");
@@ -96,7 +89,7 @@ async fn lay_down(lake: &Arc<Lake>, uploads: usize, devices: usize, fixes: usize
         for i in n..n + take {
             let device = hexroad_wire::DeviceId::from_public_key(&[(i % devices) as u8; 32]);
             let id = hexroad_wire::UploadId(uuid::Uuid::from_u128(salt ^ i as u128));
-            let points = track_points(i % devices, i / devices, fixes);
+            let points = track_points(i % devices, i / devices, fixes, 30);
             let record = UploadRecord {
                 upload_id: id,
                 device_id: device.clone(),
@@ -131,11 +124,17 @@ async fn lay_down(lake: &Arc<Lake>, uploads: usize, devices: usize, fixes: usize
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// The fixes of [`gpx`]'s track `(device, n)`, as the parser reads them.
-fn track_points(device: usize, n: usize, fixes: usize) -> Vec<hexroad_wire::GnssPoint> {
+/// The fixes of track `(device, n)`, starting `days_back` days (and a few
+/// minutes per device and track) ago.
+fn track_points(
+    device: usize,
+    n: usize,
+    fixes: usize,
+    days_back: i64,
+) -> Vec<hexroad_wire::GnssPoint> {
     let t0 = chrono::Utc::now()
-        - chrono::Duration::days(30)
-        - chrono::Duration::minutes((device * 100_000 + n) as i64);
+        - chrono::Duration::days(days_back)
+        - chrono::Duration::minutes((device * 10_000 + n) as i64);
     let (lat0, lon0) = (
         60.15 + (device % 10) as f64 * 0.005,
         24.90 + (n % 50) as f64 * 0.002,
