@@ -147,7 +147,15 @@ impl Ingest {
                 Err(object_store::Error::NotFound { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            let kept = self.lake.upload_summary(id).is_some_and(|s| keeps_raw(&s));
+            let stored =
+                self.lake
+                    .upload_summary(id)
+                    .await
+                    .map_err(|e| object_store::Error::Generic {
+                        store: "lake",
+                        source: Box::new(e),
+                    })?;
+            let kept = stored.is_some_and(|s| keeps_raw(&s));
             if !kept {
                 match store.delete(&Path::from(key.as_str())).await {
                     Ok(()) => orphans += 1,

@@ -192,6 +192,15 @@ fn parse_upload_id(id: &str) -> Result<UploadId, ApiError> {
         .map_err(|_| ApiError::not_found(format!("no upload {id:?}")))
 }
 
+/// What the lake stored of upload `id`, if it finished.
+async fn stored(state: &Ingest, id: UploadId) -> Result<Option<UploadSummary>, ApiError> {
+    state
+        .lake
+        .upload_summary(id)
+        .await
+        .map_err(|e| ApiError::internal("looking up a stored upload", &e))
+}
+
 fn finished_response(summary: &UploadSummary) -> Response {
     if summary.status == UploadStatus::Rejected {
         let stored = summary.reject_reason.clone().unwrap_or_default();
@@ -234,20 +243,24 @@ pub async fn head(
     let device = device.record;
     let id = parse_upload_id(&id)?;
     let not_found = || ApiError::not_found(format!("no upload {id} for this device"));
-    if let Some(summary) = state.lake.upload_summary(id) {
-        if summary.device_id != device.device_id {
-            return Err(not_found());
-        }
-        let mut response = StatusCode::OK.into_response();
-        finished_headers(response.headers_mut(), &summary);
-        return Ok(response);
-    }
     let mut guard = state.staging.lock(id).await?;
     if guard
         .as_ref()
         .is_some_and(|s| s.info.device_id == device.device_id)
     {
         expire_if_due(&state, &mut guard).await?;
+    }
+    // Finished (no staging left, or a whole one a crash left behind after
+    // its commit): what the lake stored. Looked up only then, so a HEAD of
+    // an upload in progress costs no read of the tables.
+    let receiving = guard.as_ref().is_some_and(|s| s.offset < s.info.length);
+    if !receiving && let Some(summary) = stored(&state, id).await? {
+        if summary.device_id != device.device_id {
+            return Err(not_found());
+        }
+        let mut response = StatusCode::OK.into_response();
+        finished_headers(response.headers_mut(), &summary);
+        return Ok(response);
     }
     let Some(slot) = guard
         .as_ref()
@@ -290,9 +303,6 @@ pub async fn patch(
             Ok(finished_response(&summary))
         }
     };
-    if let Some(summary) = state.lake.upload_summary(id) {
-        return finished(summary);
-    }
     let mut guard = state.staging.lock(id).await?;
     if guard
         .as_ref()
@@ -301,8 +311,10 @@ pub async fn patch(
         expire_if_due(&state, &mut guard).await?;
     }
     let Some(slot) = guard.as_mut() else {
-        // Finished while this request waited for the lock?
-        return match state.lake.upload_summary(id) {
+        // No staging: finished (perhaps while this request waited for the
+        // lock), or never created. A whole staging a crash left behind is
+        // finished again below, which finds its commit and adds nothing.
+        return match stored(&state, id).await? {
             Some(summary) => finished(summary),
             None => Err(not_found()),
         };
@@ -427,7 +439,10 @@ pub async fn terminate(
 ) -> Result<Response, ApiError> {
     let device = device.record;
     let id = parse_upload_id(&id)?;
-    if let Some(summary) = state.lake.upload_summary(id)
+    let mut guard = state.staging.lock(id).await?;
+    let receiving = guard.as_ref().is_some_and(|s| s.offset < s.info.length);
+    if !receiving
+        && let Some(summary) = stored(&state, id).await?
         && summary.device_id == device.device_id
     {
         return Err(ApiError::new(
@@ -436,7 +451,6 @@ pub async fn terminate(
             format!("upload {id} is finished and stored; it cannot be terminated"),
         ));
     }
-    let mut guard = state.staging.lock(id).await?;
     let Some(slot) = guard
         .as_ref()
         .filter(|s| s.info.device_id == device.device_id)

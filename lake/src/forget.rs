@@ -127,11 +127,12 @@ impl Lake {
         };
         let mut current = guard.clone();
         current.update_state().await.map_err(delta)?;
-        let (updated, metrics) = current
-            .delete()
-            .with_predicate(predicate)
-            .await
-            .map_err(delta)?;
+        let mut delete = current.delete().with_predicate(predicate);
+        if table == TableName::Uploads {
+            // The files it rewrites keep the bloom filters lookups use.
+            delete = delete.with_writer_properties(crate::store::uploads_properties());
+        }
+        let (updated, metrics) = delete.await.map_err(delta)?;
         *guard = updated;
         Ok(metrics.num_deleted_rows.unwrap_or(0) as u64)
     }

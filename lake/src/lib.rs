@@ -45,8 +45,8 @@ pub use sql::{
     OutputFormat, QueryLimits, QueryOutput, Refusal, render_batches, render_batches_within,
 };
 pub use store::{
-    CHECKPOINT_LOOK, CommitOutcome, EpochRows, Lake, Maintained, Maintenance, UploadSummary,
-    root_url,
+    CHECKPOINT_LOOK, CommitOutcome, EpochRows, Lake, Maintained, Maintenance, RECENT_UPLOADS,
+    UploadSummary, root_url,
 };
 pub use trust::{ContributorKey, Enrolment, PrivacyZone, PrivacyZones};
 

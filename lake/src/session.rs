@@ -22,8 +22,9 @@ pub(crate) fn session_config() -> SessionConfig {
     let parquet = &mut config.options_mut().execution.parquet;
     parquet.schema_force_view_types = false;
     parquet.pushdown_filters = true;
-    // hexroad's files carry no bloom filters: looking for them per row
-    // group is work for nothing.
+    // Only `uploads` carries bloom filters, on keys that only its point
+    // lookups ask for (`lookup_session`): elsewhere, looking for them per
+    // row group is work for nothing.
     parquet.bloom_filter_on_read = false;
     config
 }
@@ -107,34 +108,61 @@ impl Lake {
                 Some(at) => self.table_as_of(name, at).await?,
             };
             versions.push((name, table.version().unwrap_or(0)));
-            table
-                .update_datafusion_session(session.as_ref())
-                .map_err(Error::delta(name))?;
-            let provider = table
-                .table_provider()
-                .with_session(Arc::clone(&session))
-                .await?;
-            let frame = ctx.read_table(provider)?;
-            let public = schema::schema(name);
-            let exprs: Vec<_> = public
-                .fields()
-                .iter()
-                .map(|f| {
-                    deltalake::datafusion::prelude::cast(
-                        deltalake::datafusion::prelude::col(f.name()),
-                        f.data_type().clone(),
-                    )
-                    .alias(f.name())
-                })
-                .collect();
-            let view = frame.select(exprs)?.into_view();
-            ctx.register_table(name.as_str(), view)?;
+            register(ctx, &session, name, &table).await?;
         }
         for (name, sql) in crate::views::VIEWS {
             let view = ctx.sql(sql).await?.into_view();
             ctx.register_table(*name, view)?;
         }
         Ok(versions)
+    }
+}
+
+/// Registers `table` in `ctx` under its name, with its public schema.
+async fn register(
+    ctx: &SessionContext,
+    session: &Arc<deltalake::datafusion::execution::SessionState>,
+    name: TableName,
+    table: &deltalake::DeltaTable,
+) -> Result<()> {
+    table
+        .update_datafusion_session(session.as_ref())
+        .map_err(Error::delta(name))?;
+    let provider = table
+        .table_provider()
+        .with_session(Arc::clone(session))
+        .await?;
+    let frame = ctx.read_table(provider)?;
+    let public = schema::schema(name);
+    let exprs: Vec<_> = public
+        .fields()
+        .iter()
+        .map(|f| {
+            deltalake::datafusion::prelude::cast(
+                deltalake::datafusion::prelude::col(f.name()),
+                f.data_type().clone(),
+            )
+            .alias(f.name())
+        })
+        .collect();
+    let view = frame.select(exprs)?.into_view();
+    ctx.register_table(name.as_str(), view)?;
+    Ok(())
+}
+
+impl Lake {
+    /// A session over `table` alone, at its latest version, that consults
+    /// the Parquet bloom filters: for point lookups by a key the filters
+    /// cover (`reads/uploads.rs`), where they skip every row group that
+    /// cannot hold it.
+    pub(crate) async fn lookup_session(&self, name: TableName) -> Result<SessionContext> {
+        let mut config = session_config();
+        config.options_mut().execution.parquet.bloom_filter_on_read = true;
+        let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime));
+        let session = Arc::new(ctx.state());
+        let table = self.latest(name).await?;
+        register(&ctx, &session, name, &table).await?;
+        Ok(ctx)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The lake on an object store: Delta tables, raw blobs, and the idempotent
 //! commit of one upload's rows.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use deltalake::arrow::array::RecordBatch;
@@ -16,6 +16,7 @@ use url::Url;
 use crate::columns;
 
 mod compact;
+pub(crate) use compact::uploads_properties;
 mod durable;
 mod group;
 mod inflight;
@@ -23,6 +24,7 @@ mod latest;
 pub use latest::CHECKPOINT_LOOK;
 mod maintain;
 mod once;
+mod recent;
 use crate::schema::{self, TableName};
 use crate::{
     DeviceId, DeviceRecord, DeviceStatus, Error, GnssPoint, Result, TelemetrySample, UploadId,
@@ -30,6 +32,7 @@ use crate::{
 };
 pub use maintain::{Maintained, Maintenance};
 pub use once::EpochRows;
+pub use recent::RECENT_UPLOADS;
 
 /// What [`Lake::commit_upload`] did.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,18 +69,6 @@ impl From<&UploadRecord> for UploadSummary {
     }
 }
 
-/// Which uploads are stored (rebuilt from `uploads` at open), and which
-/// not-yet-listed uploads already have GNSS or telemetry rows (those of a
-/// group commit cut short, found through its in-flight note): what makes
-/// appends idempotent without rescanning.
-#[derive(Default)]
-struct Index {
-    uploads: HashMap<UploadId, UploadSummary>,
-    gnss: HashSet<UploadId>,
-    telemetry: HashSet<UploadId>,
-    accepted_by_sha: HashMap<String, UploadId>,
-}
-
 /// hexroad's tables and blobs at one location.
 ///
 /// One `Lake` per process writes the tables: commits go through a single lock,
@@ -87,7 +78,8 @@ pub struct Lake {
     root: Url,
     pub(crate) blobs: Arc<dyn ObjectStore>,
     pub(crate) tables: [tokio::sync::Mutex<DeltaTable>; TableName::ALL.len()],
-    index: Mutex<Index>,
+    /// Uploads stored or looked up lately, a bounded number (`recent.rs`).
+    recent: Mutex<recent::Recent>,
     pub(crate) commit_lock: tokio::sync::Mutex<()>,
     /// The secret behind public contributor pseudonyms (`public.rs`).
     pub(crate) pseudonym_key: tokio::sync::OnceCell<[u8; 32]>,
@@ -172,7 +164,7 @@ impl Lake {
             root,
             blobs,
             tables,
-            index: Mutex::new(Index::default()),
+            recent: Mutex::new(recent::Recent::new(RECENT_UPLOADS)),
             commit_lock: tokio::sync::Mutex::new(()),
             pseudonym_key: tokio::sync::OnceCell::new(),
             queue: Mutex::new(Vec::new()),
@@ -181,7 +173,7 @@ impl Lake {
             segments: Default::default(),
             runtime: crate::session::shared_runtime()?,
         };
-        lake.rebuild_index().await?;
+        lake.find_unfinished_rows().await?;
         debug!(root = %lake.root, "lake open");
         Ok(lake)
     }
@@ -215,60 +207,57 @@ impl Lake {
         table_url(&self.root, table)
     }
 
-    async fn rebuild_index(&self) -> Result<()> {
-        let ctx = self.session().await?;
-        let mut index = Index::default();
-        let uploads = ctx
-            .sql("SELECT upload_id, device_id, sha256, status, reject_reason, bytes FROM uploads")
-            .await?
-            .collect()
-            .await?;
-        for batch in &uploads {
-            for summary in summaries(batch)? {
-                if summary.status == UploadStatus::Accepted {
-                    index
-                        .accepted_by_sha
-                        .insert(summary.sha256.clone(), summary.upload_id);
-                }
-                index.uploads.insert(summary.upload_id, summary);
-            }
-        }
-        // Rows of uploads not yet listed: only where a group commit was
-        // cut short (its note is still there), never a scan of history.
+    /// Notes which not-yet-listed uploads already have GNSS or telemetry
+    /// rows: only where a group commit was cut short (its note is still
+    /// there), never a scan of history.
+    async fn find_unfinished_rows(&self) -> Result<()> {
         let (gnss, telemetry) = self.unfinished_rows().await?;
-        index.gnss.extend(gnss);
-        index.telemetry.extend(telemetry);
-        debug!(uploads = index.uploads.len(), "lake index rebuilt");
-        *self.lock_index() = index;
+        let mut recent = self.lock_recent();
+        recent.gnss.extend(gnss);
+        recent.telemetry.extend(telemetry);
         Ok(())
     }
 
-    /// Drops forgotten uploads from the in-memory index, so the same bytes
-    /// sent again are stored again.
+    /// Remembers at most `uploads` recently stored uploads in memory
+    /// (default [`RECENT_UPLOADS`]); older ones are looked up in `uploads`.
+    pub fn with_recent_uploads(self, uploads: usize) -> Self {
+        *self.lock_recent() = recent::Recent::new(uploads);
+        self
+    }
+
+    /// How many uploads are remembered in memory now, and at most.
+    pub fn recent_uploads(&self) -> (usize, usize) {
+        let recent = self.lock_recent();
+        (recent.len(), recent.capacity())
+    }
+
+    /// Forgets forgotten uploads from memory, so the same bytes sent again
+    /// are stored again.
     pub(crate) fn forget_uploads(&self, ids: &[String]) {
-        let mut index = self.lock_index();
+        let mut recent = self.lock_recent();
         for id in ids.iter().filter_map(|s| s.parse::<UploadId>().ok()) {
-            index.uploads.remove(&id);
-            index.gnss.remove(&id);
-            index.telemetry.remove(&id);
-            index.accepted_by_sha.retain(|_, u| *u != id);
+            recent.forget(id);
         }
     }
 
-    fn lock_index(&self) -> std::sync::MutexGuard<'_, Index> {
-        // A panic while holding the lock cannot leave the index half-updated
-        // (each update is one insert), so a poisoned lock is still usable.
-        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn lock_recent(&self) -> std::sync::MutexGuard<'_, recent::Recent> {
+        // A panic while holding the lock cannot leave it half-updated
+        // (each update is one insert or removal), so a poisoned lock is
+        // still usable.
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// How many uploads the lake holds (any status).
-    pub fn upload_count(&self) -> usize {
-        self.lock_index().uploads.len()
-    }
-
-    /// What is stored of `upload`, if anything.
-    pub fn upload_summary(&self, upload: UploadId) -> Option<UploadSummary> {
-        self.lock_index().uploads.get(&upload).cloned()
+    /// What is stored of `upload`, if anything: from memory when it was
+    /// stored or asked for lately, else one lookup in `uploads`.
+    pub async fn upload_summary(&self, upload: UploadId) -> Result<Option<UploadSummary>> {
+        if let Some(summary) = self.lock_recent().get(&upload) {
+            return Ok(Some(summary.clone()));
+        }
+        let found = self.stored_by_id(&[upload]).await?.into_iter().next();
+        if let Some(summary) = &found {
+            self.lock_recent().insert(summary.clone());
+        }
+        Ok(found)
     }
 
     /// Appends rows to one table in one Delta commit.
@@ -465,8 +454,8 @@ fn parse_upload_id(s: &str) -> Result<UploadId> {
         .map_err(|e| Error::Internal(format!("stored upload id {s:?} is not a UUID: {e}")))
 }
 
-/// `uploads` rows as the index keeps them.
-fn summaries(batch: &RecordBatch) -> Result<Vec<UploadSummary>> {
+/// `uploads` rows as [`UploadSummary`]s.
+pub(crate) fn summaries(batch: &RecordBatch) -> Result<Vec<UploadSummary>> {
     let ids = columns::strings(batch, "upload_id")?;
     let devices = columns::strings(batch, "device_id")?;
     let shas = columns::strings(batch, "sha256")?;
@@ -552,7 +541,10 @@ mod tests {
             // ...and the process dies here.
         }
         let lake = Lake::open(&location).await.unwrap();
-        assert!(lake.upload_summary(id).is_none(), "not acknowledged yet");
+        assert!(
+            lake.upload_summary(id).await.unwrap().is_none(),
+            "not acknowledged yet"
+        );
         let record = UploadRecord {
             upload_id: id,
             device_id: device,
@@ -574,7 +566,7 @@ mod tests {
         let n = columns::i64s(&out.batches[0], "n").unwrap()[0];
         assert_eq!(n, 6);
         assert_eq!(
-            lake.upload_summary(id).unwrap().status,
+            lake.upload_summary(id).await.unwrap().unwrap().status,
             UploadStatus::Accepted
         );
     }

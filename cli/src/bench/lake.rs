@@ -301,6 +301,19 @@ async fn vision_poll_ms(lake: &Lake) -> Result<(f64, f64)> {
     Ok((full, t.elapsed().as_secs_f64() * 1000.0))
 }
 
+/// How many uploads the lake lists (any status).
+async fn uploads_held(lake: &Lake) -> Result<i64> {
+    let out = lake.query("SELECT count(*) AS n FROM uploads").await?;
+    let n = out
+        .batches
+        .first()
+        .map(|b| hexroad_lake::columns::i64s(b, "n"))
+        .transpose()?
+        .and_then(|n| n.first().copied())
+        .unwrap_or(0);
+    Ok(n)
+}
+
 /// This process's resident memory, MiB (Linux; 0 elsewhere).
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -340,7 +353,7 @@ pub async fn run(args: Args) -> Result<()> {
             built.last_tenth().0
         );
     }
-    let held = lake.upload_count();
+    let held = uploads_held(&lake).await?;
     drop(lake);
     // Opening the history: how long, and the process's memory after.
     let opened = Instant::now();
@@ -389,7 +402,7 @@ pub async fn run(args: Args) -> Result<()> {
         "  vision poll, full read / following commits: fresh {fresh_full:.1} / {fresh_poll:.1} ms, \
          with history {aged_full:.1} / {aged_poll:.1} ms"
     );
-    let held = lake.upload_count();
+    let held = uploads_held(&lake).await?;
     let tables = [
         hexroad_lake::TableName::Uploads,
         hexroad_lake::TableName::Gnss,

@@ -42,6 +42,7 @@ pub(crate) use outside_privacy_zones;
 pub mod changes;
 pub mod epoch;
 pub mod map;
+mod uploads;
 pub mod vision;
 
 /// An area on the globe, in degrees, edges included.

@@ -40,6 +40,36 @@ const ROW_GROUP_ROWS: usize = 16 * 1024;
 /// ranges reach, not its row groups' whole columns.
 const PAGE_ROWS: usize = 1024;
 
+/// Rows per row group in `uploads`: each carries a bloom filter per key
+/// column sized for this many keys (128 KiB at the false-positive rate
+/// below), which a point lookup reads whole.
+const UPLOADS_ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// The false-positive rate of `uploads`' bloom filters: a group commit's
+/// lookup tests a few hundred hashes against each row group, and a false
+/// positive costs a read of that row group's keys.
+const UPLOADS_BLOOM_FPP: f64 = 0.001;
+
+/// How `uploads` files are written, by a group commit, by compaction or
+/// by a forgetting's rewrite: with bloom filters on `upload_id` and
+/// `sha256`, what lets a lookup by either skip the row groups that do not
+/// hold it (`reads/uploads.rs`) instead of reading the column. Each filter
+/// is sized for a full row group and folded down to what its row group
+/// holds, so a small group commit's file carries a small one.
+pub(crate) fn uploads_properties() -> WriterProperties {
+    let mut builder = WriterProperties::builder()
+        .set_compression(deltalake::parquet::basic::Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(UPLOADS_ROW_GROUP_ROWS));
+    for key in ["upload_id", "sha256"] {
+        let column = deltalake::parquet::schema::types::ColumnPath::from(key);
+        builder = builder
+            .set_column_bloom_filter_enabled(column.clone(), true)
+            .set_column_bloom_filter_fpp(column.clone(), UPLOADS_BLOOM_FPP)
+            .set_column_bloom_filter_max_ndv(column, UPLOADS_ROW_GROUP_ROWS as u64);
+    }
+    builder.build()
+}
+
 /// The column rows are sorted by, for the tables the map reads by area.
 pub(super) fn sort_column(table: TableName) -> Option<&'static str> {
     match table {

@@ -21,7 +21,8 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use tokio::sync::oneshot;
 
-use super::{CommitOutcome, Index, Lake, UploadSummary};
+use super::recent::Recent;
+use super::{CommitOutcome, Lake, UploadSummary};
 use crate::schema::{self, TableName};
 use crate::{Error, GnssPoint, Result, TelemetrySample, UploadId, UploadRecord, UploadStatus};
 
@@ -89,24 +90,39 @@ impl Lake {
         let mut replies = Vec::with_capacity(group.len());
         let mut planned = Vec::with_capacity(group.len());
         let mut rows = Vec::with_capacity(group.len());
-        {
-            let index = self.lock_index();
-            // Uploads earlier in this group count as stored for the later
-            // ones: the same bytes twice in one group is a duplicate too.
-            let mut in_group = InGroup::default();
-            for q in group {
-                let plan = plan(&index, &mut in_group, q.record);
-                planned.push(plan);
-                rows.push((q.gnss, q.telemetry));
-                replies.push(q.reply);
+        let result = match self.history_of(&group).await {
+            Ok(history) => {
+                let recent = self.lock_recent();
+                // Uploads earlier in this group count as stored for the
+                // later ones: the same bytes twice in one group is a
+                // duplicate too.
+                let mut in_group = InGroup::default();
+                for q in group {
+                    let plan = plan(&recent, &history, &mut in_group, q.record);
+                    planned.push(plan);
+                    rows.push((q.gnss, q.telemetry));
+                    replies.push(q.reply);
+                }
+                Ok(())
             }
-        }
-        let result = self.write_group(&mut planned, &rows).await;
-        for (plan, reply) in planned.into_iter().zip(replies) {
+            Err(e) => {
+                replies.extend(group.into_iter().map(|q| q.reply));
+                Err(e)
+            }
+        };
+        let result = match result {
+            Ok(()) => self.write_group(&mut planned, &rows).await,
+            Err(e) => Err(e),
+        };
+        let mut plans = planned.into_iter();
+        for reply in replies {
             let answer = match &result {
-                Ok(()) => Ok(plan
-                    .outcome
-                    .unwrap_or_else(|| CommitOutcome::Committed(plan.record.clone()))),
+                Ok(()) => match plans.next() {
+                    Some(plan) => Ok(plan
+                        .outcome
+                        .unwrap_or_else(|| CommitOutcome::Committed(plan.record.clone()))),
+                    None => Err(lost()),
+                },
                 Err(e) => Err(Error::Internal(format!(
                     "committing a group of uploads: {}",
                     e.full_message()
@@ -115,6 +131,34 @@ impl Lake {
             // A caller that went away needs no answer.
             let _ = reply.send(answer);
         }
+    }
+
+    /// What `uploads` holds of the group's uploads that memory does not
+    /// answer: every stored row with one of their content hashes (an
+    /// upload stored under the same id has the same bytes, so one lookup
+    /// by hash finds both the upload itself and an earlier accepted copy).
+    async fn history_of(&self, group: &[Queued]) -> Result<History> {
+        let shas: Vec<String> = {
+            let recent = self.lock_recent();
+            let mut shas: Vec<String> = group
+                .iter()
+                .filter(|q| recent.get(&q.record.upload_id).is_none())
+                .map(|q| q.record.sha256.clone())
+                .collect();
+            shas.sort_unstable();
+            shas.dedup();
+            shas
+        };
+        let mut history = History::default();
+        for stored in self.stored_by_sha(&shas).await? {
+            if stored.status == UploadStatus::Accepted {
+                history
+                    .accepted_by_sha
+                    .insert(stored.sha256.clone(), stored.clone());
+            }
+            history.by_id.insert(stored.upload_id, stored);
+        }
+        Ok(history)
     }
 
     /// One commit per table for the whole group: GNSS, telemetry, then
@@ -156,19 +200,19 @@ impl Lake {
         };
         self.append_group(TableName::Gnss, gnss).await?;
         {
-            let mut index = self.lock_index();
+            let mut recent = self.lock_recent();
             for (plan, (fixes, _)) in planned.iter().zip(rows) {
                 if plan.outcome.is_none() && plan.write_gnss && !fixes.is_empty() {
-                    index.gnss.insert(plan.record.upload_id);
+                    recent.gnss.insert(plan.record.upload_id);
                 }
             }
         }
         self.append_group(TableName::Telemetry, telemetry).await?;
         {
-            let mut index = self.lock_index();
+            let mut recent = self.lock_recent();
             for (plan, (_, samples)) in planned.iter().zip(rows) {
                 if plan.outcome.is_none() && plan.write_telemetry && !samples.is_empty() {
-                    index.telemetry.insert(plan.record.upload_id);
+                    recent.telemetry.insert(plan.record.upload_id);
                 }
             }
         }
@@ -176,17 +220,14 @@ impl Lake {
         if let Some(note) = note {
             self.clear_inflight(note).await;
         }
-        let mut index = self.lock_index();
+        let mut recent = self.lock_recent();
         for plan in planned.iter_mut().filter(|p| p.outcome.is_none()) {
             let r = &plan.record;
             // Listed now: its rows need no tracking of their own.
-            index.gnss.remove(&r.upload_id);
-            index.telemetry.remove(&r.upload_id);
+            recent.gnss.remove(&r.upload_id);
+            recent.telemetry.remove(&r.upload_id);
             // In the table now, written here or by another writer.
-            if r.status == UploadStatus::Accepted {
-                index.accepted_by_sha.insert(r.sha256.clone(), r.upload_id);
-            }
-            index.uploads.insert(r.upload_id, UploadSummary::from(r));
+            recent.insert(UploadSummary::from(r));
             if stored_elsewhere.contains(&r.upload_id) {
                 plan.outcome = Some(CommitOutcome::AlreadyStored(UploadSummary::from(r)));
             }
@@ -194,11 +235,11 @@ impl Lake {
         Ok(())
     }
 
-    /// Appends several uploads' rows to `table` in one commit carrying each
-    /// upload's `ingest/<upload>` transaction, leaving out the uploads whose
-    /// transaction another writer committed since this process last looked
-    /// (what it committed before is in the index, read from the tables at
-    /// open). Returns the uploads left out.
+    /// Appends several uploads' rows to `table` in one commit naming each
+    /// upload in its `commitInfo`, leaving out the uploads another writer
+    /// committed since this process last looked (what was committed before
+    /// that, the group's lookup found: `history_of`). Returns the uploads
+    /// left out.
     async fn append_group(
         &self,
         table: TableName,
@@ -234,9 +275,11 @@ impl Lake {
             return Ok(left_out);
         }
         let carried_len = carried.len();
-        let updated = current
-            .write(batches)
-            .with_save_mode(SaveMode::Append)
+        let mut write = current.write(batches).with_save_mode(SaveMode::Append);
+        if table == TableName::Uploads {
+            write = write.with_writer_properties(super::compact::uploads_properties());
+        }
+        let updated = write
             .with_commit_properties(
                 quiet(Vec::new())
                     .with_metadata([(UPLOADS_KEY.to_owned(), serde_json::json!(carried))]),
@@ -300,12 +343,29 @@ struct InGroup {
     accepted_by_sha: HashMap<String, UploadSummary>,
 }
 
-/// Decides what one upload adds, from what the lake and the group before
-/// it hold: nothing when it is stored already, only its `uploads` row when
-/// its bytes were accepted from another device.
-fn plan(index: &Index, in_group: &mut InGroup, mut record: UploadRecord) -> Planned {
+/// What `uploads` holds of a group's content hashes (`history_of`).
+#[derive(Default)]
+struct History {
+    by_id: HashMap<UploadId, UploadSummary>,
+    accepted_by_sha: HashMap<String, UploadSummary>,
+}
+
+/// Decides what one upload adds, from what the lake (in memory and in
+/// `history`) and the group before it hold: nothing when it is stored
+/// already, only its `uploads` row when its bytes were accepted from
+/// another device.
+fn plan(
+    recent: &Recent,
+    history: &History,
+    in_group: &mut InGroup,
+    mut record: UploadRecord,
+) -> Planned {
     let id = record.upload_id;
-    if let Some(stored) = index.uploads.get(&id).or_else(|| in_group.by_id.get(&id)) {
+    if let Some(stored) = recent
+        .get(&id)
+        .or_else(|| history.by_id.get(&id))
+        .or_else(|| in_group.by_id.get(&id))
+    {
         return Planned {
             record,
             write_gnss: false,
@@ -313,11 +373,10 @@ fn plan(index: &Index, in_group: &mut InGroup, mut record: UploadRecord) -> Plan
             outcome: Some(CommitOutcome::AlreadyStored(stored.clone())),
         };
     }
-    let (has_gnss, has_telemetry) = (index.gnss.contains(&id), index.telemetry.contains(&id));
-    let first = index
-        .accepted_by_sha
-        .get(&record.sha256)
-        .and_then(|first| index.uploads.get(first))
+    let (has_gnss, has_telemetry) = (recent.gnss.contains(&id), recent.telemetry.contains(&id));
+    let first = recent
+        .accepted(&record.sha256)
+        .or_else(|| history.accepted_by_sha.get(&record.sha256))
         .or_else(|| in_group.accepted_by_sha.get(&record.sha256))
         .cloned();
     if record.status == UploadStatus::Accepted
