@@ -1,4 +1,7 @@
-//! `hexroad serve`: the ingest service on a data location.
+//! `hexroad serve`: the ingest service, the vision worker, the map and SQL
+//! on a data location, or some of them (`--role`): processes with different
+//! roles share one location and learn of each other's work from the lake's
+//! commits, so each tier can run on its own machines.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,15 +25,75 @@ pub struct Args {
     /// A TOML settings file (see hexroad.example.toml).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// What this process does, comma-separated: ingest (uploads, devices,
+    /// staging sweeps, table maintenance), vision (the frame worker), tiles
+    /// (the map), sql (SQL over HTTP and Flight SQL), or all [default: all]
+    #[arg(long, value_delimiter = ',')]
+    role: Vec<Role>,
+}
+
+/// One tier of hexroad, as `--role` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    Ingest,
+    Vision,
+    Tiles,
+    Sql,
+    All,
+}
+
+/// The tiers one process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Roles {
+    ingest: bool,
+    vision: bool,
+    tiles: bool,
+    sql: bool,
+}
+
+impl Roles {
+    /// Every tier when none or `all` is named.
+    fn from_flags(flags: &[Role]) -> Self {
+        let all = flags.is_empty() || flags.contains(&Role::All);
+        let has = |role| all || flags.contains(&role);
+        Self {
+            ingest: has(Role::Ingest),
+            vision: has(Role::Vision),
+            tiles: has(Role::Tiles),
+            sql: has(Role::Sql),
+        }
+    }
+
+    /// The roles as `ingest,tiles`, for the line a person waits for.
+    fn names(self) -> String {
+        let named = [
+            (self.ingest, "ingest"),
+            (self.vision, "vision"),
+            (self.tiles, "tiles"),
+            (self.sql, "sql"),
+        ];
+        let on: Vec<&str> = named
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect();
+        on.join(",")
+    }
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    let roles = Roles::from_flags(&args.role);
     let mut settings = crate::settings::load_for_data(args.config.as_deref(), args.data)?;
     if let Some(listen) = args.listen {
         settings.listen = listen;
     }
     if let Some(listen) = args.flight_listen {
         settings.sql.flight_listen = listen;
+    }
+    if roles.vision && !settings.vision.enabled && !roles.ingest {
+        anyhow::bail!(
+            "--role vision runs the frame worker, which the settings turn off (vision.enabled = false)"
+        );
     }
     let lake = Arc::new(
         Lake::open(&settings.data)
@@ -46,7 +109,7 @@ pub async fn run(args: Args) -> Result<()> {
     let addr = listener.local_addr()?;
     let scratch = settings.scratch_dir()?;
     let mut sql = settings.sql.service(&scratch)?;
-    let flight_listener = if settings.sql.flight_listen.is_empty() {
+    let flight_listener = if !roles.sql || settings.sql.flight_listen.is_empty() {
         None
     } else {
         let listener = tokio::net::TcpListener::bind(&settings.sql.flight_listen)
@@ -64,19 +127,29 @@ pub async fn run(args: Args) -> Result<()> {
     }
     // SQL over HTTP answers only requests addressed to the public host.
     sql.authority = Some(ingest_config.public_authority.clone());
-    let state = Ingest::open(
-        Arc::clone(&lake),
-        ingest_config,
-        system_clock(),
-        scratch.clone(),
-    )
-    .await?;
-    let sweeper = tokio::spawn(Arc::clone(&state).run_sweeper(stop.clone().cancelled_owned()));
-    // Checkpoints and log cleanup, off the commit path.
-    let maintenance = tokio::spawn(
-        Arc::clone(&lake).maintain_until(settings.lake.clone(), stop.clone().cancelled_owned()),
-    );
-    let vision = if settings.vision.enabled {
+    let mut tasks = Vec::new();
+    let mut router = axum::Router::new();
+    if roles.ingest {
+        let state = Ingest::open(
+            Arc::clone(&lake),
+            ingest_config,
+            system_clock(),
+            scratch.clone(),
+        )
+        .await?;
+        tasks.push(tokio::spawn(
+            Arc::clone(&state).run_sweeper(stop.clone().cancelled_owned()),
+        ));
+        // Checkpoints, compaction and log cleanup, off the commit path.
+        tasks.push(tokio::spawn(Arc::clone(&lake).maintain_until(
+            settings.lake.clone(),
+            stop.clone().cancelled_owned(),
+        )));
+        router = router.merge(app(state));
+    } else {
+        router = router.route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    }
+    let vision = if roles.vision && settings.vision.enabled {
         Some(
             crate::vision::spawn(
                 Arc::clone(&lake),
@@ -90,33 +163,40 @@ pub async fn run(args: Args) -> Result<()> {
         None
     };
     // The one line a person or a script waits for.
-    match flight_addr {
-        Some(flight) => println!(
-            "hexroad serving on http://{addr} and grpc://{flight} (Flight SQL) (data: {})",
-            lake.root()
-        ),
-        None => println!("hexroad serving on http://{addr} (data: {})", lake.root()),
-    }
-    info!(%addr, flight = ?flight_addr, data = %lake.root(), "serving");
+    let serving = match flight_addr {
+        Some(flight) => format!("http://{addr} and grpc://{flight} (Flight SQL)"),
+        None => format!("http://{addr}"),
+    };
+    println!(
+        "hexroad serving on {serving} (data: {}; roles: {})",
+        lake.root(),
+        roles.names()
+    );
+    info!(%addr, flight = ?flight_addr, data = %lake.root(), roles = %roles.names(), "serving");
     let flight = flight_listener.map(|listener| {
         let lake = Arc::clone(&lake);
         let sql = sql.clone();
         let stopping = stop.clone().cancelled_owned();
         tokio::spawn(hexroad_sql::flight::serve(lake, sql, listener, stopping))
     });
-    let mut tiles_config = settings.tiles.clone();
-    if tiles_config.public_url.is_empty() {
-        tiles_config.public_url = format!("http://{addr}");
+    if roles.tiles {
+        let mut tiles_config = settings.tiles.clone();
+        if tiles_config.public_url.is_empty() {
+            tiles_config.public_url = format!("http://{addr}");
+        }
+        let tiles = Arc::new(
+            hexroad_tiles::Tiles::new(Arc::clone(&lake), tiles_config)
+                .await
+                .context("starting the tile service")?,
+        );
+        // New frames, whichever process committed them, reach the map
+        // through the lake's commits.
+        tasks.push(tokio::spawn(Arc::clone(&tiles).watch(stop.clone())));
+        router = router.merge(hexroad_tiles::http::router(tiles));
     }
-    let tiles = Arc::new(
-        hexroad_tiles::Tiles::new(Arc::clone(&lake), tiles_config)
-            .await
-            .context("starting the tile service")?,
-    );
-    let tile_watch = tokio::spawn(Arc::clone(&tiles).watch(stop.clone()));
-    let router = app(state)
-        .merge(hexroad_sql::http::router(Arc::clone(&lake), sql))
-        .merge(hexroad_tiles::http::router(tiles));
+    if roles.sql {
+        router = router.merge(hexroad_sql::http::router(Arc::clone(&lake), sql));
+    }
     hexroad_http::serve(
         listener,
         router,
@@ -127,9 +207,9 @@ pub async fn run(args: Args) -> Result<()> {
     .context("serving")?;
     // Should the server end on its own, the others stop with it.
     stop.cancel();
-    let _ = tile_watch.await;
-    let _ = maintenance.await;
-    let _ = sweeper.await;
+    for task in tasks {
+        let _ = task.await;
+    }
     if let Some(flight) = flight {
         match flight.await {
             Ok(Ok(())) => {}
