@@ -163,7 +163,7 @@ fn adbc_flight_sql_answers_as_hexroad_sql_and_the_notebooks_run() {
             "INSERT INTO devices SELECT * FROM devices",
             "SELEC 1",
             "SELECT count(*) FROM generate_series(1, 1000000000) a, generate_series(1, 1000) b",
-            "SELECT array_agg(value) FROM generate_series(1, 20000000)",
+            "SELECT array_agg(repeat('x', 4000)) FROM generate_series(1, 100000)",
             "SELECT count(*) AS n FROM uploads",
         ],
     );
