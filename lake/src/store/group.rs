@@ -96,7 +96,7 @@ impl Lake {
                 // Uploads earlier in this group count as stored for the
                 // later ones: the same bytes twice in one group is a
                 // duplicate too.
-                let mut in_group = InGroup::default();
+                let mut in_group = Known::default();
                 for q in group {
                     let plan = plan(&recent, &history, &mut in_group, q.record);
                     planned.push(plan);
@@ -137,7 +137,7 @@ impl Lake {
     /// answer: every stored row with one of their content hashes (an
     /// upload stored under the same id has the same bytes, so one lookup
     /// by hash finds both the upload itself and an earlier accepted copy).
-    async fn history_of(&self, group: &[Queued]) -> Result<History> {
+    async fn history_of(&self, group: &[Queued]) -> Result<Known> {
         let shas: Vec<String> = {
             let recent = self.lock_recent();
             let mut shas: Vec<String> = group
@@ -149,7 +149,7 @@ impl Lake {
             shas.dedup();
             shas
         };
-        let mut history = History::default();
+        let mut history = Known::default();
         for stored in self.stored_by_sha(&shas).await? {
             if stored.status == UploadStatus::Accepted {
                 history
@@ -336,16 +336,11 @@ async fn uploads_in(
     Ok(ids)
 }
 
-/// What the uploads earlier in a group will have stored once it commits.
+/// Stored uploads by id and accepted ones by content hash: what `uploads`
+/// holds of a group's hashes (`history_of`), and what the uploads earlier
+/// in a group will have stored once it commits.
 #[derive(Default)]
-struct InGroup {
-    by_id: HashMap<UploadId, UploadSummary>,
-    accepted_by_sha: HashMap<String, UploadSummary>,
-}
-
-/// What `uploads` holds of a group's content hashes (`history_of`).
-#[derive(Default)]
-struct History {
+struct Known {
     by_id: HashMap<UploadId, UploadSummary>,
     accepted_by_sha: HashMap<String, UploadSummary>,
 }
@@ -356,8 +351,8 @@ struct History {
 /// another device.
 fn plan(
     recent: &Recent,
-    history: &History,
-    in_group: &mut InGroup,
+    history: &Known,
+    in_group: &mut Known,
     mut record: UploadRecord,
 ) -> Planned {
     let id = record.upload_id;
