@@ -87,7 +87,7 @@ async fn compute(args: &EpochArgs) -> Result<(Outcome, Ledger, RewardConfig, Arc
         None => Vec::new(),
     };
     let lake = Arc::new(
-        Lake::open(&settings.data)
+        Lake::open_with(&settings.data, &settings.storage)
             .await
             .with_context(|| format!("opening data location {}", settings.data))?,
     );

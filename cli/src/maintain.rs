@@ -34,7 +34,7 @@ pub async fn run(args: Args) -> Result<()> {
         retention: args.retention.unwrap_or(settings.lake.retention),
         ..settings.lake.clone()
     };
-    let lake = Lake::open(&settings.data)
+    let lake = Lake::open_with(&settings.data, &settings.storage)
         .await
         .with_context(|| format!("opening data location {}", settings.data))?;
     let done = lake

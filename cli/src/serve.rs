@@ -96,7 +96,7 @@ pub async fn run(args: Args) -> Result<()> {
         );
     }
     let lake = Arc::new(
-        Lake::open(&settings.data)
+        Lake::open_with(&settings.data, &settings.storage)
             .await
             .with_context(|| format!("opening data location {}", settings.data))?,
     );

@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// Where tables and blobs live: a folder or an object-store URL.
+    /// Where tables and blobs live: a folder or `s3://bucket/prefix`.
     pub data: String,
+    /// How to reach an `s3://` data location.
+    pub storage: hexroad_lake::StorageSettings,
     /// The address to listen on.
     pub listen: String,
     /// A local folder for files in the making (assembled uploads, videos
@@ -189,6 +191,7 @@ impl Default for Settings {
             rewards: RewardConfig::default(),
             privacy: PrivacySettings::default(),
             lake: hexroad_lake::Maintenance::default(),
+            storage: hexroad_lake::StorageSettings::default(),
         }
     }
 }

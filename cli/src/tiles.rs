@@ -68,7 +68,7 @@ async fn export(args: ExportArgs) -> Result<()> {
     settings.tiles.maxzoom = settings.tiles.maxzoom.max(maxzoom);
     settings.tiles.validate().map_err(|e| e.within("tiles"))?;
     let lake = Arc::new(
-        Lake::open(&settings.data)
+        Lake::open_with(&settings.data, &settings.storage)
             .await
             .with_context(|| format!("opening data location {}", settings.data))?,
     );

@@ -20,6 +20,7 @@ mod records;
 pub mod schema;
 mod session;
 mod sql;
+mod storage;
 mod store;
 mod trust;
 pub mod views;
@@ -44,6 +45,7 @@ pub use schema::TableName;
 pub use sql::{
     OutputFormat, QueryLimits, QueryOutput, Refusal, render_batches, render_batches_within,
 };
+pub use storage::StorageSettings;
 pub use store::{
     CHECKPOINT_LOOK, CommitOutcome, EpochRows, Lake, Maintained, Maintenance, RECENT_UPLOADS,
     UploadSummary, root_url,

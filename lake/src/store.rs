@@ -107,10 +107,16 @@ impl std::fmt::Debug for Lake {
 /// Turns `./data`, `/abs/path` or `s3://bucket/prefix` into the root URL,
 /// creating a local folder if needed.
 pub fn root_url(location: &str) -> Result<Url> {
-    let url = deltalake::ensure_table_uri(location).map_err(|e| Error::InvalidLocation {
+    let invalid = |reason: String| Error::InvalidLocation {
         location: location.to_owned(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    // delta-rs knows only the schemes whose support it was built with; an
+    // object store URL is taken as written (see `storage.rs`).
+    let url = match Url::parse(location) {
+        Ok(url) if crate::storage::is_s3(&url) => url,
+        _ => deltalake::ensure_table_uri(location).map_err(|e| invalid(e.to_string()))?,
+    };
     // `join` treats the last segment as a file unless the URL ends in '/'.
     if url.path().ends_with('/') {
         Ok(url)
@@ -123,21 +129,30 @@ pub fn root_url(location: &str) -> Result<Url> {
 }
 
 impl Lake {
-    /// Opens (creating where missing) every table at `location`.
+    /// Opens (creating where missing) every table at `location`, an
+    /// `s3://` location reached as the environment says.
     pub async fn open(location: &str) -> Result<Self> {
+        Self::open_with(location, &crate::StorageSettings::default()).await
+    }
+
+    /// Opens (creating where missing) every table at `location`; an
+    /// `s3://` location is reached as `storage` says and first probed for
+    /// create-if-absent PUTs (`storage.rs`).
+    pub async fn open_with(location: &str, storage: &crate::StorageSettings) -> Result<Self> {
         let root = root_url(location)?;
         // A local folder syncs what it writes (see `durable`); other stores
         // are durable when they acknowledge.
-        let store_root: Arc<dyn ObjectStore> = if root.scheme() == "file" {
-            Arc::new(durable::SyncedLocalStore::new())
-        } else {
-            DeltaTableBuilder::from_url(root.clone())
-                .and_then(|b| b.build_storage())
-                .map_err(|e| Error::InvalidLocation {
+        let store_root: Arc<dyn ObjectStore> = match root.scheme() {
+            "file" => Arc::new(durable::SyncedLocalStore::new()),
+            _ if crate::storage::is_s3(&root) => crate::storage::s3_store(&root, storage)?,
+            other => {
+                return Err(Error::InvalidLocation {
                     location: location.to_owned(),
-                    reason: e.to_string(),
-                })?
-                .root_object_store(None)
+                    reason: format!(
+                        "{other}:// is not a store hexroad writes to: use a folder or s3://bucket/prefix"
+                    ),
+                });
+            }
         };
         // The store above is rooted at the file system (or bucket) root: blobs
         // live under the lake's own path.
@@ -147,6 +162,10 @@ impl Lake {
                 reason: e.to_string(),
             }
         })?;
+        if root.scheme() != "file" {
+            crate::storage::probe_create_if_absent(store_root.as_ref(), &prefix, location).await?;
+            crate::storage::register_delta_log_store(&root);
+        }
         let blobs: Arc<dyn ObjectStore> = Arc::new(object_store::prefix::PrefixStore::new(
             Arc::clone(&store_root),
             prefix,

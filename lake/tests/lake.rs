@@ -1,44 +1,14 @@
 //! The lake on a local folder: where things land, and idempotent commits.
 
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use hexroad_lake::object_store::path::Path;
 use hexroad_lake::object_store::{ObjectStoreExt, PutPayload};
 use hexroad_lake::{CommitOutcome, Lake, UploadRecord, UploadStatus};
-use hexroad_wire::{ContributorId, DeviceId, GnssPoint, UploadId, UploadKind};
+use hexroad_wire::{GnssPoint, UploadId, UploadKind};
 
-fn record(id: UploadId, device: u8, sha: &str) -> UploadRecord {
-    UploadRecord {
-        upload_id: id,
-        device_id: DeviceId::from_public_key(&[device; 32]),
-        contributor_id: "alice".parse::<ContributorId>().unwrap(),
-        kind: UploadKind::Gnss,
-        format: "gpx".into(),
-        drive_id: None,
-        bytes: 10,
-        sha256: sha.into(),
-        object_key: format!("raw/{id}"),
-        received_at: Utc::now(),
-        status: UploadStatus::Accepted,
-        reject_reason: None,
-        duplicate_of: None,
-        media: None,
-    }
-}
-
-fn points(n: usize) -> Vec<GnssPoint> {
-    let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).unwrap();
-    (0..n)
-        .map(|i| GnssPoint {
-            ts: t0 + chrono::Duration::seconds(i as i64),
-            lat: 60.17 + i as f64 * 1e-5,
-            lon: 24.94,
-            alt: None,
-            speed: None,
-            heading: None,
-            hdop: None,
-        })
-        .collect()
-}
+#[path = "support/records.rs"]
+mod records;
+use records::{count, points, record};
 
 /// Files in `dir` whose name `matches`.
 fn files_named(dir: &std::path::Path, matches: impl Fn(&str) -> bool) -> usize {
@@ -46,15 +16,6 @@ fn files_named(dir: &std::path::Path, matches: impl Fn(&str) -> bool) -> usize {
         .unwrap()
         .filter(|e| matches(&e.as_ref().unwrap().file_name().to_string_lossy()))
         .count()
-}
-
-async fn count(lake: &Lake, sql: &str) -> i64 {
-    let out = lake.query(sql).await.unwrap();
-    let col = out.batches[0].column(0);
-    col.as_any()
-        .downcast_ref::<hexroad_lake::arrow::array::Int64Array>()
-        .unwrap()
-        .value(0)
 }
 
 /// Regression: blobs were written at the file system root, not the lake's folder.

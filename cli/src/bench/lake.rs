@@ -34,7 +34,7 @@ pub struct Args {
     uploads: usize,
     /// Uploads of history laid down through the lake's own commit path
     /// (`commit_upload`, 2,000 at once so they share group commits, then a
-    /// maintenance pass) instead of the API, for a history of a million
+    /// maintenance running beside, as in `serve`) instead of the API, for a history of a million
     /// uploads in minutes: accepted GPX uploads of `--fixes` fixes.
     #[arg(long, default_value_t = 0)]
     bulk_history: usize,
@@ -72,8 +72,10 @@ const BULK_PER_ROUND: usize = 2_000;
 
 /// Lays down `uploads` accepted GPX uploads with their fixes through the
 /// lake's own commit path (`commit_upload`, the group commit every
-/// accepted upload goes through), [`BULK_PER_ROUND`] at a time, then one
-/// maintenance pass; returns the seconds taken.
+/// accepted upload goes through), [`BULK_PER_ROUND`] at a time, with
+/// maintenance running beside as in `serve` (so the tables hold what a
+/// long-running network's would: few large files, not one per commit),
+/// then one last maintenance pass; returns the seconds taken.
 async fn lay_down(lake: &Arc<Lake>, uploads: usize, devices: usize, fixes: usize) -> Result<f64> {
     use hexroad_lake::{UploadRecord, UploadStatus};
     use sha2::Digest as _;
@@ -82,6 +84,13 @@ async fn lay_down(lake: &Arc<Lake>, uploads: usize, devices: usize, fixes: usize
     let contributor: hexroad_wire::ContributorId = "bench-history@example.org".parse()?;
     let devices = devices.max(1);
     let bar = indicatif::ProgressBar::new(uploads as u64);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let maintenance = tokio::spawn(Arc::clone(lake).maintain_until(
+        hexroad_lake::Maintenance::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     let mut n = 0;
     while n < uploads {
         let take = BULK_PER_ROUND.min(uploads - n);
@@ -116,6 +125,9 @@ async fn lay_down(lake: &Arc<Lake>, uploads: usize, devices: usize, fixes: usize
         bar.set_position(n as u64);
     }
     bar.finish_and_clear();
+    // A pass in progress finishes; the loop stops at its next turn.
+    let _ = stop.send(());
+    maintenance.await?;
     lake.maintain(&hexroad_lake::Maintenance {
         checkpoint_every: 1,
         ..Default::default()

@@ -40,6 +40,49 @@ pub fn hexroad(args: &[&str]) -> Command {
     cmd
 }
 
+/// Where a test's lake lives: a folder, or a location on an S3 server
+/// together with the environment that reaches it.
+pub trait Location {
+    /// What `--data` is given.
+    fn arg(&self) -> std::ffi::OsString;
+    /// What every command on the location needs in its environment.
+    fn env(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+impl Location for Path {
+    fn arg(&self) -> std::ffi::OsString {
+        self.as_os_str().to_owned()
+    }
+}
+
+impl Location for PathBuf {
+    fn arg(&self) -> std::ffi::OsString {
+        self.as_os_str().to_owned()
+    }
+}
+
+/// An `s3://` location and the `AWS_*` settings that reach it.
+pub struct S3Location {
+    pub url: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl Location for S3Location {
+    fn arg(&self) -> std::ffi::OsString {
+        self.url.clone().into()
+    }
+    fn env(&self) -> Vec<(String, String)> {
+        self.env.clone()
+    }
+}
+
+/// `cmd` given `--data`'s value (after the flag) and its environment.
+pub fn on_data<'a>(cmd: &'a mut Command, data: &(impl Location + ?Sized)) -> &'a mut Command {
+    cmd.arg(data.arg()).envs(data.env())
+}
+
 /// A `hexroad serve` process; killed (SIGKILL) when dropped.
 pub struct Server {
     pub child: Child,
@@ -58,21 +101,28 @@ impl Drop for Server {
 
 /// Starts `hexroad serve` and waits for the line saying where it listens.
 /// Flight SQL listens on a free loopback port.
-pub fn serve(data: &Path, listen: &str, env: &[(&str, &str)]) -> Server {
+pub fn serve(data: &(impl Location + ?Sized), listen: &str, env: &[(&str, &str)]) -> Server {
     serve_to(data, listen, env, Stdio::inherit())
 }
 
 /// [`serve`], its log (stderr) going to `stderr`.
-pub fn serve_to(data: &Path, listen: &str, env: &[(&str, &str)], stderr: Stdio) -> Server {
-    let mut child = hexroad(&[
-        "serve",
-        "--listen",
-        listen,
-        "--flight-listen",
-        "127.0.0.1:0",
-        "--data",
-    ])
-    .arg(data)
+pub fn serve_to(
+    data: &(impl Location + ?Sized),
+    listen: &str,
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> Server {
+    let mut child = on_data(
+        &mut hexroad(&[
+            "serve",
+            "--listen",
+            listen,
+            "--flight-listen",
+            "127.0.0.1:0",
+            "--data",
+        ]),
+        data,
+    )
     .envs(env.iter().copied())
     .stdout(Stdio::piped())
     .stderr(stderr)
@@ -117,7 +167,7 @@ pub fn sim(server: &str, extra: &[&str]) -> Value {
 }
 
 /// Waits until every accepted video has a vision verdict.
-pub fn wait_processed(data: &Path, within: std::time::Duration) {
+pub fn wait_processed(data: &(impl Location + ?Sized), within: std::time::Duration) {
     let t0 = std::time::Instant::now();
     loop {
         let left = sql_u64(
@@ -146,17 +196,14 @@ pub fn succeed(cmd: &mut Command) -> std::process::Output {
 }
 
 /// `hexroad sql --format json`, which must succeed.
-pub fn sql(data: &Path, query: &str) -> Vec<Value> {
-    let out = succeed(
-        hexroad(&["sql", "--format", "json", "--data"])
-            .arg(data)
-            .arg(query),
-    );
+pub fn sql(data: &(impl Location + ?Sized), query: &str) -> Vec<Value> {
+    let out =
+        succeed(on_data(&mut hexroad(&["sql", "--format", "json", "--data"]), data).arg(query));
     serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
 }
 
 /// The single number a `SELECT count(*) …` returns.
-pub fn sql_u64(data: &Path, query: &str) -> u64 {
+pub fn sql_u64(data: &(impl Location + ?Sized), query: &str) -> u64 {
     sql(data, query)[0]
         .as_object()
         .unwrap()
@@ -210,7 +257,7 @@ pub fn detail(img: &image::RgbImage, b: [u32; 4]) -> f64 {
 
 /// Every acknowledged upload is in `uploads` exactly once, every
 /// acknowledged GNSS point is in `gnss` exactly once.
-pub fn assert_tables_match(data: &Path, r: &Value) {
+pub fn assert_tables_match(data: &(impl Location + ?Sized), r: &Value) {
     let acknowledged = r["uploads_acknowledged"].as_u64().unwrap();
     let points = r["gnss_points_acknowledged"].as_u64().unwrap();
     let rejected = r["uploads_rejected"].as_u64().unwrap();
@@ -254,9 +301,9 @@ pub fn assert_tables_match(data: &Path, r: &Value) {
 
 /// `hexroad epoch run` over `data` into `out`, without a grace period or
 /// a per-contributor cap (the sim's fleets are small).
-pub fn epoch_command(data: &Path, epoch: &str, out: &Path) -> Command {
+pub fn epoch_command(data: &(impl Location + ?Sized), epoch: &str, out: &Path) -> Command {
     let mut cmd = hexroad(&["epoch", "run", "--epoch", epoch, "--data"]);
-    cmd.arg(data)
+    on_data(&mut cmd, data)
         .arg("--out")
         .arg(out)
         .env("HEXROAD__REWARDS__GRACE", "0s")

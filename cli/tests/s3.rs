@@ -1,0 +1,104 @@
+//! The whole pipeline with its lake on a real S3-compatible server
+//! (SeaweedFS, started here, signed requests): `serve` takes a flaky
+//! fleet's uploads into the bucket, vision publishes frames there, the map
+//! serves tiles and frame images from it, SQL and an epoch read it, and a
+//! map archive is exported from it; nothing on the local disk but scratch.
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+mod common;
+use common::{
+    S3Location, assert_tables_match, epoch_command, ledger, serve, sim, sql, sql_u64, succeed,
+    wait_processed,
+};
+#[path = "../../lake/tests/support/seaweed.rs"]
+mod seaweed;
+
+fn get(url: &str) -> (u16, Vec<u8>) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let r = reqwest::get(url).await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.bytes().await.unwrap().to_vec())
+    })
+}
+
+#[test]
+fn the_pipeline_runs_with_its_lake_on_s3() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = runtime.block_on(seaweed::Seaweed::start());
+    let data = S3Location {
+        url: store.location(),
+        env: store
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    };
+    let server = serve(
+        &data,
+        "127.0.0.1:0",
+        &[
+            ("HEXROAD__VISION__POLL_INTERVAL", "200ms"),
+            ("HEXROAD__TILES__POLL_INTERVAL", "200ms"),
+        ],
+    );
+    let start = Utc::now() - chrono::Duration::hours(2);
+    let report = sim(&server.base, &["--seed", "21", "--devices", "2", "--flaky"]);
+    assert_tables_match(&data, &report);
+    wait_processed(&data, Duration::from_secs(240));
+
+    // Frames were published into the bucket and are served from it.
+    let published = sql(
+        &data,
+        "SELECT image_key FROM frames WHERE image_key IS NOT NULL LIMIT 3",
+    );
+    assert!(!published.is_empty(), "vision published frames");
+    let (status, _) = get(&format!("{}/tiles.json", server.base));
+    assert_eq!(status, 200);
+    let (status, tile) = get(&format!("{}/tiles/0/0/0.mvt", server.base));
+    assert_eq!(status, 200);
+    assert!(
+        !tile.is_empty(),
+        "the world tile holds the fleet's coverage"
+    );
+    let frame_id = sql(
+        &data,
+        "SELECT frame_id FROM frames WHERE image_key IS NOT NULL LIMIT 1",
+    )[0]["frame_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, jpeg) = get(&format!("{}/frames/{frame_id}.jpg", server.base));
+    assert_eq!(status, 200, "frame {frame_id}");
+    assert!(jpeg.starts_with(&[0xff, 0xd8]), "a JPEG");
+    drop(server);
+
+    // An epoch over the bucket, twice: the same bytes.
+    std::thread::sleep(Duration::from_millis(1500));
+    let epoch = common::epoch_interval(start, Utc::now() - chrono::Duration::seconds(1));
+    let dir = tempfile::tempdir().unwrap();
+    succeed(&mut epoch_command(&data, &epoch, &dir.path().join("a")));
+    succeed(&mut epoch_command(&data, &epoch, &dir.path().join("b")));
+    let first = ledger(&dir.path().join("a"));
+    assert_eq!(first, ledger(&dir.path().join("b")));
+    let ledger: serde_json::Value = serde_json::from_slice(&first).unwrap();
+    assert!(ledger["total"].as_u64().unwrap() > 0, "{ledger}");
+    assert_eq!(
+        sql_u64(&data, "SELECT count(*) FROM rewards"),
+        ledger["rewards"].as_array().unwrap().len() as u64
+    );
+
+    // The map archive, from the bucket.
+    let archive = dir.path().join("map.pmtiles");
+    let out = succeed(common::on_data(
+        common::hexroad(&["tiles", "export", "--maxzoom", "12", "--out"])
+            .arg(&archive)
+            .arg("--data"),
+        &data,
+    ));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("wrote"));
+    assert!(std::fs::metadata(&archive).unwrap().len() > 0);
+}

