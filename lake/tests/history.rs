@@ -2,6 +2,7 @@
 //! ago (pushed out of memory by newer ones, or from before a restart) are
 //! found in `uploads` through the bloom filters on its key columns.
 
+use hexroad_lake::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use hexroad_lake::datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use hexroad_lake::{CommitOutcome, Lake, Maintenance, TableName, UploadStatus};
 use hexroad_wire::UploadId;
@@ -116,6 +117,26 @@ async fn uploads_pushed_out_of_memory_are_found_by_id_and_by_content() {
         matches!(&again, CommitOutcome::AlreadyStored(s) if s.status == UploadStatus::Duplicate),
         "{again:?}"
     );
+
+    // Compaction sorted the file by content hash.
+    let uris = lake.data_file_uris(TableName::Uploads).await.unwrap();
+    let path: std::path::PathBuf = url::Url::parse(&uris[0])
+        .ok()
+        .and_then(|u| u.to_file_path().ok())
+        .unwrap_or_else(|| uris[0].clone().into());
+    let mut hashes = Vec::new();
+    let rows = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    for batch in rows {
+        let batch = batch.unwrap();
+        let column = batch.column_by_name("sha256").unwrap();
+        let column = hexroad_lake::arrow::array::AsArray::as_string::<i32>(column.as_ref());
+        hashes.extend(column.iter().map(|h| h.unwrap().to_owned()));
+    }
+    assert_eq!(hashes.len(), 13);
+    assert!(hashes.is_sorted(), "{hashes:?}");
 
     // Every `uploads` file carries bloom filters on both key columns.
     for uri in lake.data_file_uris(TableName::Uploads).await.unwrap() {

@@ -8,7 +8,7 @@ use hexroad_wire::{GnssPoint, UploadId, UploadKind};
 
 #[path = "support/records.rs"]
 mod records;
-use records::{count, points, record};
+use records::{count, points, record, sha};
 
 /// Files in `dir` whose name `matches`.
 fn files_named(dir: &std::path::Path, matches: impl Fn(&str) -> bool) -> usize {
@@ -204,6 +204,63 @@ async fn uploads_finishing_together_share_commits_and_land_once() {
         n.ends_with(".json")
     });
     assert!(commits < 39, "{commits} commits for 39 uploads' fixes");
+}
+
+/// Uploads arriving in a stream, so one group is looked up while the one
+/// before it is written: the same bytes from two devices are still one
+/// accepted upload and one duplicate, and an upload sent twice is stored
+/// once, wherever the copies fall.
+#[tokio::test]
+async fn copies_split_across_overlapping_groups_are_still_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = std::sync::Arc::new(Lake::open(&dir.path().to_string_lossy()).await.unwrap());
+    let mut tasks = tokio::task::JoinSet::new();
+    let contents = 60usize;
+    for n in 0..contents {
+        let id = UploadId::new_random();
+        // The original, the same upload again, and its bytes from another
+        // device, a few milliseconds apart.
+        for (copy, (id, device)) in [(id, 1u8), (id, 1), (UploadId::new_random(), 2)]
+            .into_iter()
+            .enumerate()
+        {
+            let lake = std::sync::Arc::clone(&lake);
+            let delay = std::time::Duration::from_millis((n * 3 + copy * 7) as u64);
+            tasks.spawn(async move {
+                tokio::time::sleep(delay).await;
+                lake.commit_upload(record(id, device, &sha(n)), &points(3), &[])
+                    .await
+                    .unwrap()
+            });
+        }
+    }
+    let mut committed = 0;
+    while let Some(done) = tasks.join_next().await {
+        if let CommitOutcome::Committed(_) = done.unwrap() {
+            committed += 1;
+        }
+    }
+    assert_eq!(
+        committed,
+        2 * contents,
+        "each content: one original, one copy"
+    );
+    let per_status = |status: &str| {
+        format!("SELECT count(DISTINCT sha256) FROM uploads WHERE status = '{status}'")
+    };
+    assert_eq!(count(&lake, &per_status("accepted")).await, contents as i64);
+    assert_eq!(
+        count(&lake, &per_status("duplicate")).await,
+        contents as i64
+    );
+    assert_eq!(
+        count(&lake, "SELECT count(*) FROM uploads").await,
+        2 * contents as i64
+    );
+    assert_eq!(
+        count(&lake, "SELECT count(*) FROM gnss").await,
+        3 * contents as i64
+    );
 }
 
 /// Issue 16: commits write no checkpoint inside the request; maintenance

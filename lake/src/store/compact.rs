@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use deltalake::DeltaTable;
-use deltalake::arrow::array::{Array, Int64Array, RecordBatch};
+use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::compute::{SortOptions, concat_batches, sort_to_indices, take_record_batch};
 use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, Remove};
@@ -70,10 +70,15 @@ pub(crate) fn uploads_properties() -> WriterProperties {
     builder.build()
 }
 
-/// The column rows are sorted by, for the tables the map reads by area.
+/// The column a table's compacted rows are sorted by: the cell for the
+/// tables the map reads by area; the content hash for `uploads`, so the
+/// row groups of a compacted file hold disjoint ranges of hashes and a
+/// point lookup's min/max statistics rule out all but one of them before
+/// any bloom filter is read.
 pub(super) fn sort_column(table: TableName) -> Option<&'static str> {
     match table {
         TableName::Frames | TableName::Gnss => Some("cell"),
+        TableName::Uploads => Some("sha256"),
         _ => None,
     }
 }
@@ -157,12 +162,16 @@ impl Lake {
         let sorted = sort_by(&concat_batches(&schema, &batches)?, column)?;
         drop(batches);
         let rows = sorted.num_rows();
-        let properties = WriterProperties::builder()
-            .set_compression(deltalake::parquet::basic::Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_data_page_row_count_limit(PAGE_ROWS)
-            .set_write_batch_size(PAGE_ROWS)
-            .build();
+        let properties = if table == TableName::Uploads {
+            uploads_properties()
+        } else {
+            WriterProperties::builder()
+                .set_compression(deltalake::parquet::basic::Compression::SNAPPY)
+                .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+                .set_data_page_row_count_limit(PAGE_ROWS)
+                .set_write_batch_size(PAGE_ROWS)
+                .build()
+        };
         let mut writer = RecordBatchWriter::for_table(&current)
             .map_err(Error::delta(table))?
             .with_writer_properties(properties);
@@ -212,12 +221,11 @@ impl Lake {
     }
 }
 
-/// `batch` with its rows in ascending order of the Int64 `column`.
+/// `batch` with its rows in ascending order of `column`.
 fn sort_by(batch: &RecordBatch, column: &str) -> Result<RecordBatch> {
     let keys = batch
         .column_by_name(column)
-        .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-        .ok_or_else(|| Error::Internal(format!("no Int64 column {column} to sort by")))?;
-    let order = sort_to_indices(keys as &dyn Array, Some(SortOptions::default()), None)?;
+        .ok_or_else(|| Error::Internal(format!("no column {column} to sort by")))?;
+    let order = sort_to_indices(keys.as_ref(), Some(SortOptions::default()), None)?;
     Ok(take_record_batch(batch, &order)?)
 }

@@ -150,7 +150,15 @@ impl Lake {
             shas
         };
         let mut history = Known::default();
-        for stored in self.stored_by_sha(&shas).await? {
+        let started = std::time::Instant::now();
+        let found = self.stored_by_sha(&shas).await?;
+        tracing::debug!(
+            keys = shas.len(),
+            found = found.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "looked up in uploads"
+        );
+        for stored in found {
             if stored.status == UploadStatus::Accepted {
                 history
                     .accepted_by_sha

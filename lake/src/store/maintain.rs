@@ -285,11 +285,9 @@ impl Lake {
     ) -> Result<(deltalake::DeltaTable, u64)> {
         const TARGET_BYTES: std::num::NonZeroU64 =
             std::num::NonZeroU64::new(super::compact::TARGET_BYTES).unwrap();
-        let mut optimize = current.optimize().with_target_size(TARGET_BYTES);
-        if table == TableName::Uploads {
-            optimize = optimize.with_writer_properties(super::compact::uploads_properties());
-        }
-        let (compacted, metrics) = optimize
+        let (compacted, metrics) = current
+            .optimize()
+            .with_target_size(TARGET_BYTES)
             .with_commit_properties(super::group::quiet(Vec::new()))
             .await
             .map_err(Error::delta(table))?;
