@@ -20,9 +20,11 @@ pub struct ExportArgs {
     /// Data location: a folder or an object-store URL [default: ./data]
     #[arg(long)]
     data: Option<String>,
-    /// The archive to write (replaced whole, never left half-written).
+    /// The archive to write: a file, or `s3://bucket/key` (reached as the
+    /// `[storage]` settings say) for a CDN to serve; replaced whole, never
+    /// left half-written.
     #[arg(long)]
-    out: PathBuf,
+    out: String,
     #[arg(long, default_value_t = 0)]
     minzoom: u8,
     /// [default: tiles.maxzoom, 18]
@@ -80,16 +82,34 @@ async fn export(args: ExportArgs) -> Result<()> {
         args.bbox,
     )
     .await?;
-    let tmp = args.out.with_extension("pmtiles.part");
-    std::fs::write(&tmp, &archive).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &args.out)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), args.out.display()))?;
+    let size = archive.len();
+    save(&args.out, archive, &settings.storage)
+        .await
+        .with_context(|| format!("writing {}", args.out))?;
     println!(
-        "wrote {count} tiles (zoom {}..{maxzoom}), {} bytes, to {}",
-        args.minzoom,
-        archive.len(),
-        args.out.display()
+        "wrote {count} tiles (zoom {}..{maxzoom}), {size} bytes, to {}",
+        args.minzoom, args.out
     );
+    Ok(())
+}
+
+/// Writes `bytes` to `out`, a file or an `s3://` key, all or nothing: a
+/// file through a rename, a key through one upload (in parts if large),
+/// which the store makes visible only once complete.
+async fn save(out: &str, bytes: Vec<u8>, storage: &hexroad_lake::StorageSettings) -> Result<()> {
+    if out.starts_with("s3://") || out.starts_with("s3a://") {
+        use tokio::io::AsyncWriteExt as _;
+        let (store, key) = hexroad_lake::object_at(out, storage)?;
+        let mut upload = hexroad_lake::object_store::buffered::BufWriter::new(store, key);
+        upload.write_all(&bytes).await?;
+        upload.shutdown().await?;
+        return Ok(());
+    }
+    let out = PathBuf::from(out);
+    let tmp = out.with_extension("pmtiles.part");
+    std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &out)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
     Ok(())
 }
 

@@ -100,5 +100,29 @@ fn the_pipeline_runs_with_its_lake_on_s3() {
         &data,
     ));
     assert!(String::from_utf8_lossy(&out.stdout).contains("wrote"));
-    assert!(std::fs::metadata(&archive).unwrap().len() > 0);
+    let local = std::fs::read(&archive).unwrap();
+    assert!(local.starts_with(b"PMTiles"), "a PMTiles archive");
+
+    // And into the bucket, for a CDN: the same archive.
+    let key = format!("{}/map.pmtiles", data.url);
+    succeed(common::on_data(
+        common::hexroad(&["tiles", "export", "--maxzoom", "12", "--out", &key]).arg("--data"),
+        &data,
+    ));
+    let stored = runtime.block_on(async {
+        use hexroad_lake::object_store::ObjectStoreExt as _;
+        let path = hexroad_lake::object_store::path::Path::from(
+            key.trim_start_matches(&format!("s3://{}/", seaweed::BUCKET)),
+        );
+        store
+            .store()
+            .get(&path)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+    });
+    assert_eq!(stored.len(), local.len(), "the same tiles, in the bucket");
+    assert!(stored.starts_with(b"PMTiles"));
 }

@@ -179,3 +179,25 @@ pub(crate) fn register_delta_log_store(root: &Url) {
         registry.insert(scheme, default);
     }
 }
+
+/// The bucket's store and the key an `s3://bucket/key` URL names, reached
+/// as `settings` say: for files written beside a lake (a map archive a
+/// CDN serves).
+pub fn object_at(
+    location: &str,
+    settings: &StorageSettings,
+) -> Result<(Arc<dyn ObjectStore>, Path)> {
+    let invalid = |reason: String| Error::InvalidLocation {
+        location: location.to_owned(),
+        reason,
+    };
+    let url = Url::parse(location).map_err(|e| invalid(e.to_string()))?;
+    if !is_s3(&url) {
+        return Err(invalid("expected s3://bucket/key".into()));
+    }
+    let key = Path::from_url_path(url.path()).map_err(|e| invalid(e.to_string()))?;
+    if key.as_ref().is_empty() {
+        return Err(invalid("names no key after the bucket".into()));
+    }
+    Ok((s3_store(&url, settings)?, key))
+}
