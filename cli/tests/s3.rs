@@ -25,18 +25,23 @@ fn get(url: &str) -> (u16, Vec<u8>) {
     })
 }
 
-#[test]
-fn the_pipeline_runs_with_its_lake_on_s3() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let store = runtime.block_on(seaweed::Seaweed::start());
-    let data = S3Location {
+/// A fresh location in `store`'s bucket, with what reaches it.
+fn lake_on(store: &seaweed::Seaweed) -> S3Location {
+    S3Location {
         url: store.location(),
         env: store
             .env()
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect(),
-    };
+    }
+}
+
+#[test]
+fn the_pipeline_runs_with_its_lake_on_s3() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = runtime.block_on(seaweed::Seaweed::start());
+    let data = lake_on(&store);
     let server = serve(
         &data,
         "127.0.0.1:0",
@@ -125,4 +130,37 @@ fn the_pipeline_runs_with_its_lake_on_s3() {
     });
     assert_eq!(stored.len(), local.len(), "the same tiles, in the bucket");
     assert!(stored.starts_with(b"PMTiles"));
+}
+
+/// The S3 server is killed while a flaky fleet uploads and comes back
+/// seconds later: the uploads in flight wait or are retried, and every
+/// acknowledged upload is stored exactly once.
+#[test]
+fn uploads_ride_out_the_store_going_away() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut store = runtime.block_on(seaweed::Seaweed::start());
+    let data = lake_on(&store);
+    let server = serve(&data, "127.0.0.1:0", &[]);
+    let base = server.base.clone();
+    let fleet = std::thread::spawn(move || {
+        sim(
+            &base,
+            &[
+                "--seed",
+                "23",
+                "--devices",
+                "10",
+                "--flaky",
+                "--retry-for",
+                "300s",
+            ],
+        )
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!fleet.is_finished(), "the fleet is still uploading");
+    store.stop();
+    std::thread::sleep(Duration::from_secs(8));
+    runtime.block_on(store.restart());
+    let report = fleet.join().unwrap();
+    assert_tables_match(&data, &report);
 }

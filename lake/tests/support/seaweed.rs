@@ -21,6 +21,8 @@ pub struct Seaweed {
     _dir: tempfile::TempDir,
     /// `http://127.0.0.1:PORT` of the S3 gateway.
     pub endpoint: String,
+    /// Every argument of `weed`, kept for a restart on the same ports.
+    args: Vec<String>,
     log: PathBuf,
 }
 
@@ -51,6 +53,23 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Runs `weed` with `args`, its output appended to `log`.
+fn spawn(args: &[String], log: &std::path::Path) -> Child {
+    let output = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap()
+    };
+    Command::new(weed())
+        .args(args)
+        .stdout(Stdio::from(output()))
+        .stderr(Stdio::from(output()))
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {} (scripts/setup --test): {e}", weed().display()))
+}
+
 impl Seaweed {
     /// Starts `weed mini` with bucket [`BUCKET`] and waits until its S3
     /// gateway accepts a signed request.
@@ -74,50 +93,59 @@ impl Seaweed {
         )
         .unwrap();
         let s3 = free_port();
-        let port = |name: &str| format!("-{name}={}", free_port());
-        let log = dir.path().join("weed.log");
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
-        let child = Command::new(weed())
-            .arg("mini")
-            .arg(format!("-dir={}", data.display()))
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
-            .args(signed.then(|| format!("-s3.config={}", config.display())))
-            .arg(format!("-bucket={BUCKET}"))
-            .arg(format!("-s3.port={s3}"))
-            .args([
-                port("master.port"),
-                port("master.port.grpc"),
-                port("volume.port"),
-                port("volume.port.grpc"),
-                port("filer.port"),
-                port("filer.port.grpc"),
-                port("s3.port.grpc"),
-                port("admin.port"),
-                port("admin.port.grpc"),
-            ])
-            .args([
-                "-admin.ui=false",
-                "-webdav=false",
-                "-s3.port.iceberg=0",
-                "-s3.port.lance=0",
-            ])
-            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
-            ))
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("starting {} (scripts/setup --test): {e}", weed().display())
-            });
+        let mut args = vec![
+            "mini".to_owned(),
+            format!("-dir={}", data.display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            format!("-bucket={BUCKET}"),
+            format!("-s3.port={s3}"),
+            "-admin.ui=false".into(),
+            "-webdav=false".into(),
+            "-s3.port.iceberg=0".into(),
+            "-s3.port.lance=0".into(),
+        ];
+        if signed {
+            args.push(format!("-s3.config={}", config.display()));
+        }
+        for name in [
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+        ] {
+            args.push(format!("-{name}={}", free_port()));
+        }
+        let log = dir.path().join("weed.log");
         let server = Self {
-            child,
+            child: spawn(&args, &log),
             _dir: dir,
             endpoint: format!("http://127.0.0.1:{s3}"),
+            args,
             log,
         };
         server.wait_ready().await;
         server
+    }
+
+    /// Kills the server (SIGKILL): its data stays for [`Seaweed::restart`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on its folder and ports, and waits for it.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(&self.args, &self.log);
+        self.wait_ready().await;
     }
 
     /// The environment an `s3://` lake on this server is opened with.
