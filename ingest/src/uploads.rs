@@ -397,6 +397,30 @@ pub async fn patch(
     Ok(finished_response(&summary))
 }
 
+/// Why finishing failed, as the device hears it: the store failing to take
+/// the upload (unreachable, refusing a write) is a 503 with a pause before
+/// the retry, since nothing of the upload was listed and its staged bytes
+/// are kept; anything else is a fault of ours (500).
+fn finish_error(e: crate::finish::FinishError) -> ApiError {
+    use crate::finish::FinishError;
+    match &e {
+        FinishError::Commit(hexroad_lake::Error::GroupCommit(_))
+        | FinishError::Raw(_)
+        | FinishError::Assemble(_) => {
+            warn!(cause = %hexroad_http::chain(&e), "the store did not take an upload; the device is asked to retry");
+            ApiError::unavailable(
+                "store_unavailable",
+                "the upload could not be stored just now; nothing of it was listed: retry",
+                STORE_RETRY_AFTER_S,
+            )
+        }
+        _ => ApiError::internal("finishing an upload", &e),
+    }
+}
+
+/// The pause asked of a device whose upload the store did not take.
+const STORE_RETRY_AFTER_S: u64 = 2;
+
 /// Checks, validates and commits a fully received upload, then removes its
 /// staging; holds the upload's lock throughout.
 async fn finish_upload(
@@ -413,7 +437,7 @@ async fn finish_upload(
         scratch: &state.scratch,
         now: (state.clock)(),
     };
-    let (summary, counts) = finisher.finish(slot).await?;
+    let (summary, counts) = finisher.finish(slot).await.map_err(finish_error)?;
     let info = slot.info.clone();
     state.metrics.inc(
         "hexroad_uploads_finished_total",

@@ -67,6 +67,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The group commit carrying an upload failed (the store refused a
+    /// write or could not be reached): nothing of the upload is listed,
+    /// and sending it again is safe.
+    #[error("the commit carrying this upload failed; nothing of it is listed, retry: {0}")]
+    GroupCommit(String),
+
     /// Stored data broke an invariant `lake` itself keeps: likely a bug.
     #[error("internal error, likely a bug: {0}")]
     Internal(String),

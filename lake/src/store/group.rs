@@ -36,7 +36,7 @@ pub(crate) struct Queued {
 
 /// Why a group commit's caller got no outcome of its own.
 fn lost() -> Error {
-    Error::Internal("the commit carrying this upload was interrupted: retry".into())
+    Error::GroupCommit("it was interrupted".into())
 }
 
 /// The commit properties of every write on the ingest path: the uploads'
@@ -123,10 +123,7 @@ impl Lake {
                         .unwrap_or_else(|| CommitOutcome::Committed(plan.record.clone()))),
                     None => Err(lost()),
                 },
-                Err(e) => Err(Error::Internal(format!(
-                    "committing a group of uploads: {}",
-                    e.full_message()
-                ))),
+                Err(e) => Err(Error::GroupCommit(e.full_message())),
             };
             // A caller that went away needs no answer.
             let _ = reply.send(answer);
