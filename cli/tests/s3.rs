@@ -96,6 +96,30 @@ fn the_pipeline_runs_with_its_lake_on_s3() {
         ledger["rewards"].as_array().unwrap().len() as u64
     );
 
+    // An analyst's Spark engine (Sail, through the PySpark client) reads
+    // the same tables from the bucket and answers as `hexroad sql` does.
+    let questions = [
+        "SELECT status, count(*) AS n FROM {uploads} GROUP BY status ORDER BY status",
+        "SELECT device_id, count(*) AS n FROM {gnss} GROUP BY device_id ORDER BY device_id",
+        "SELECT cell, count(*) AS n FROM {frames} WHERE image_key IS NOT NULL \
+         GROUP BY cell ORDER BY cell",
+    ];
+    let file = dir.path().join("questions.json");
+    std::fs::write(&file, serde_json::to_vec(&questions).unwrap()).unwrap();
+    let out = succeed(
+        std::process::Command::new(common::python())
+            .arg(common::root().join("cli/tests/support/sail_check.py"))
+            .arg(&data.url)
+            .arg(&file)
+            .envs(data.env.iter().map(|(k, v)| (k, v))),
+    );
+    let sail: Vec<Vec<serde_json::Value>> = serde_json::from_slice(&out.stdout).unwrap();
+    for (question, answer) in questions.iter().zip(&sail) {
+        let ours = sql(&data, &question.replace(['{', '}'], ""));
+        assert!(!ours.is_empty(), "{question}");
+        assert_eq!(&ours, answer, "{question}");
+    }
+
     // The map archive, from the bucket.
     let archive = dir.path().join("map.pmtiles");
     let out = succeed(common::on_data(
