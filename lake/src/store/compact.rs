@@ -56,10 +56,16 @@ const UPLOADS_BLOOM_FPP: f64 = 0.001;
 /// hold it (`reads/uploads.rs`) instead of reading the column. Each filter
 /// is sized for a full row group and folded down to what its row group
 /// holds, so a small group commit's file carries a small one.
+///
+/// Pages are small too: in a file sorted by hash, the page index then
+/// leaves a lookup one page of a thousand rows to decode per key, not the
+/// sixteen thousand a 1 MiB page holds.
 pub(crate) fn uploads_properties() -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_compression(deltalake::parquet::basic::Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(UPLOADS_ROW_GROUP_ROWS));
+        .set_max_row_group_row_count(Some(UPLOADS_ROW_GROUP_ROWS))
+        .set_data_page_row_count_limit(PAGE_ROWS)
+        .set_write_batch_size(PAGE_ROWS);
     for key in ["upload_id", "sha256"] {
         let column = deltalake::parquet::schema::types::ColumnPath::from(key);
         builder = builder
