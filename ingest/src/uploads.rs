@@ -337,7 +337,8 @@ pub async fn patch(
     let end = state
         .staging
         .write_chunk(slot, stream, checksum, idle)
-        .await?;
+        .await
+        .map_err(|e| store_unavailable("staging a chunk", &e))?;
     match end {
         ChunkEnd::TooLong => {
             return Err(ApiError::new(
@@ -406,16 +407,21 @@ fn finish_error(e: crate::finish::FinishError) -> ApiError {
     match &e {
         FinishError::Commit(hexroad_lake::Error::GroupCommit(_))
         | FinishError::Raw(_)
-        | FinishError::Assemble(_) => {
-            warn!(cause = %hexroad_http::chain(&e), "the store did not take an upload; the device is asked to retry");
-            ApiError::unavailable(
-                "store_unavailable",
-                "the upload could not be stored just now; nothing of it was listed: retry",
-                STORE_RETRY_AFTER_S,
-            )
-        }
+        | FinishError::Assemble(_) => store_unavailable("finishing an upload", &e),
         _ => ApiError::internal("finishing an upload", &e),
     }
+}
+
+/// The store failing to take what a device sent (a chunk, or the upload
+/// it completes): a 503 with a pause, since nothing past the offset a HEAD
+/// reports was kept and the device may simply send it again.
+fn store_unavailable(context: &str, cause: &(dyn std::error::Error + 'static)) -> ApiError {
+    warn!(cause = %hexroad_http::chain(cause), "{context}: the store failed; the device is asked to retry");
+    ApiError::unavailable(
+        "store_unavailable",
+        "the upload could not be stored just now: retry (HEAD gives the offset)",
+        STORE_RETRY_AFTER_S,
+    )
 }
 
 /// The pause asked of a device whose upload the store did not take.
