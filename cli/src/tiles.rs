@@ -97,7 +97,7 @@ async fn export(args: ExportArgs) -> Result<()> {
 /// file through a rename, a key through one upload (in parts if large),
 /// which the store makes visible only once complete.
 async fn save(out: &str, bytes: Vec<u8>, storage: &hexroad_lake::StorageSettings) -> Result<()> {
-    if out.starts_with("s3://") || out.starts_with("s3a://") {
+    if hexroad_lake::is_s3_location(out) {
         use tokio::io::AsyncWriteExt as _;
         let (store, key) = hexroad_lake::object_at(out, storage)?;
         let mut upload = hexroad_lake::object_store::buffered::BufWriter::new(store, key);

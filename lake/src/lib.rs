@@ -45,7 +45,7 @@ pub use schema::TableName;
 pub use sql::{
     OutputFormat, QueryLimits, QueryOutput, Refusal, render_batches, render_batches_within,
 };
-pub use storage::{StorageSettings, object_at};
+pub use storage::{StorageSettings, is_s3_location, object_at};
 pub use store::{
     CHECKPOINT_LOOK, CommitOutcome, EpochRows, Lake, Maintained, Maintenance, RECENT_UPLOADS,
     UploadSummary, root_url,

@@ -57,9 +57,14 @@ impl std::fmt::Debug for StorageSettings {
     }
 }
 
-/// The schemes a data location may have.
+/// Whether `url` names an S3 bucket (`s3://`, or Hadoop's `s3a://`).
 pub(crate) fn is_s3(url: &Url) -> bool {
     matches!(url.scheme(), "s3" | "s3a")
+}
+
+/// Whether `location` is an S3 URL rather than a local path.
+pub fn is_s3_location(location: &str) -> bool {
+    Url::parse(location).is_ok_and(|url| is_s3(&url))
 }
 
 /// The bucket's store for `root` (`s3://bucket/prefix/`), rooted at the

@@ -94,12 +94,7 @@ async fn a_lake_on_s3_commits_looks_up_maintains_and_reopens() {
 
     // An independent reader (delta-rs's Python package) sees the same rows
     // (and leaves without tearing down its runtime, which can abort at exit).
-    let python = std::env::var_os("HEXROAD_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")
-        });
-    let out = std::process::Command::new(python)
+    let out = std::process::Command::new(seaweed::python())
         .args([
             "-c",
             "import sys, deltalake\n\

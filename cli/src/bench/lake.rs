@@ -33,9 +33,10 @@ pub struct Args {
     #[arg(long, default_value_t = 800)]
     uploads: usize,
     /// Uploads of history laid down through the lake's own commit path
-    /// (`commit_upload`, 2,000 at once so they share group commits, then a
-    /// maintenance running beside, as in `serve`) instead of the API, for a history of a million
-    /// uploads in minutes: accepted GPX uploads of `--fixes` fixes.
+    /// (`commit_upload`, 2,000 at once so they share group commits, with
+    /// maintenance running beside as in `serve`) instead of the API, for a
+    /// history of a million uploads in minutes: accepted GPX uploads of
+    /// `--fixes` fixes.
     #[arg(long, default_value_t = 0)]
     bulk_history: usize,
     /// GNSS fixes per track.

@@ -33,16 +33,19 @@ impl Drop for Seaweed {
     }
 }
 
-/// The `weed` binary: `$HEXROAD_WEED`, or the one beside the test venv's
-/// Python (`$HEXROAD_PYTHON`, else `.venv/bin/python`).
+/// The test venv's Python (`scripts/setup --test`), or `$HEXROAD_PYTHON`.
+pub fn python() -> PathBuf {
+    std::env::var_os("HEXROAD_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"))
+}
+
+/// The `weed` binary: `$HEXROAD_WEED`, or the one beside [`python`].
 pub fn weed() -> PathBuf {
     if let Some(path) = std::env::var_os("HEXROAD_WEED") {
         return path.into();
     }
-    let python = std::env::var_os("HEXROAD_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
-    python.with_file_name("weed")
+    python().with_file_name("weed")
 }
 
 fn free_port() -> u16 {
