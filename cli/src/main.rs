@@ -6,6 +6,7 @@ use clap::Parser;
 
 mod anonymize;
 mod bench;
+mod cluster;
 mod epoch;
 mod forget;
 mod keys;

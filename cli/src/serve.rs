@@ -129,16 +129,38 @@ pub async fn run(args: Args) -> Result<()> {
     sql.authority = Some(ingest_config.public_authority.clone());
     let mut tasks = Vec::new();
     let mut router = axum::Router::new();
+    // Only ingest and vision coordinate; the map and SQL read the lake.
+    let coordination = if roles.ingest || roles.vision {
+        settings.cluster.connect().await?
+    } else {
+        None
+    };
     if roles.ingest {
+        let shared = match &coordination {
+            Some(c) => Some(
+                crate::cluster::ingest_shared(
+                    &settings.cluster,
+                    c,
+                    &ingest_config,
+                    &settings.vision,
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let state = Ingest::open(
             Arc::clone(&lake),
             ingest_config,
             system_clock(),
             scratch.clone(),
+            shared,
         )
         .await?;
         tasks.push(tokio::spawn(
             Arc::clone(&state).run_sweeper(stop.clone().cancelled_owned()),
+        ));
+        tasks.push(tokio::spawn(
+            Arc::clone(&state).follow_devices(stop.clone().cancelled_owned()),
         ));
         // Checkpoints, compaction and log cleanup, off the commit path.
         tasks.push(tokio::spawn(Arc::clone(&lake).maintain_until(
@@ -155,6 +177,7 @@ pub async fn run(args: Args) -> Result<()> {
                 Arc::clone(&lake),
                 settings.vision.clone(),
                 scratch,
+                coordination.as_ref(),
                 stop.clone(),
             )
             .await?,

@@ -36,6 +36,8 @@ pub struct Settings {
     pub privacy: PrivacySettings,
     /// Compaction, checkpoints, log cleanup and vacuum of the tables.
     pub lake: hexroad_lake::Maintenance,
+    /// Other processes on this data location (NATS), if any.
+    pub cluster: crate::cluster::ClusterSettings,
 }
 
 /// What is kept off every public surface (`[privacy]`).
@@ -155,6 +157,7 @@ impl Settings {
         self.tiles.validate().map_err(|e| e.within("tiles"))?;
         self.rewards.validate().map_err(|e| e.within("rewards"))?;
         self.lake.validate().map_err(|e| e.within("lake"))?;
+        self.cluster.validate().map_err(|e| e.within("cluster"))?;
         require(
             self.privacy.radius_m.is_finite() && self.privacy.radius_m >= 0.0,
             "radius_m",
@@ -192,6 +195,7 @@ impl Default for Settings {
             privacy: PrivacySettings::default(),
             lake: hexroad_lake::Maintenance::default(),
             storage: hexroad_lake::StorageSettings::default(),
+            cluster: crate::cluster::ClusterSettings::default(),
         }
     }
 }
@@ -323,6 +327,59 @@ mod tests {
             err,
             "setting ingest.max_concurrent_patches: must be at least 1"
         );
+    }
+
+    /// Every `HEXROAD__…` variable the Kubernetes manifests and the
+    /// cluster script set is a real setting, with a value it accepts.
+    #[test]
+    fn the_deployments_set_only_real_settings() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut env = Vec::new();
+        for file in ["deploy/kubernetes/hexroad.yaml", "scripts/cluster"] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                let Some(at) = line.find("HEXROAD__") else {
+                    continue;
+                };
+                if line.trim_start().starts_with('#') {
+                    continue;
+                }
+                let rest = &line[at..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+                    .unwrap_or(rest.len());
+                let key = &rest[..end];
+                // A value on the line (`KEY: value`, `KEY=value`) or on the
+                // next (`- name: KEY` / `value: …`), else one from the pod.
+                let inline = rest[end..]
+                    .trim_start_matches([':', '='])
+                    .trim()
+                    .trim_matches('"');
+                let next = lines
+                    .get(i + 1)
+                    .and_then(|l| l.trim().strip_prefix("value: "));
+                // A shell default, `${VAR:-value}`, is the value.
+                let default = inline
+                    .split_once(":-")
+                    .and_then(|(_, d)| d.split_once('}'))
+                    .map(|(d, _)| d);
+                let value = match (inline, next, default) {
+                    (_, _, Some(d)) => d,
+                    (v, _, _) if !v.is_empty() && !v.starts_with('$') && !v.contains('"') => v,
+                    (_, Some(v), _) => v,
+                    _ => "from-the-pod",
+                };
+                env.push((key.to_owned(), value.to_owned()));
+            }
+        }
+        assert!(env.len() >= 5, "{env:?}");
+        for (key, value) in env {
+            let one = [(key.clone(), value.clone())];
+            if let Err(e) = load(None, one.into_iter()) {
+                panic!("{key}={value}: {e:#}");
+            }
+        }
     }
 
     #[test]

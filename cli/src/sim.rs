@@ -58,6 +58,12 @@ pub struct Args {
     /// attestation, for a server in `ingest.registration = "attested"`.
     #[arg(long)]
     manufacturer: Option<String>,
+    /// The addresses the server's host name stands for, comma-separated:
+    /// like a DNS name with several records, each device starts at its own
+    /// and moves on when a node stops answering (e.g. `--server
+    /// http://ingest.test:8080 --addresses 127.0.0.1,127.0.0.2`).
+    #[arg(long, value_delimiter = ',')]
+    addresses: Vec<std::net::IpAddr>,
     /// Print one JSON report on stdout.
     #[arg(long)]
     json: bool,
@@ -114,6 +120,7 @@ pub async fn run(args: Args) -> Result<()> {
         retry_for: args.retry_for,
         work_dir: work.path().to_owned(),
         manufacturer: args.manufacturer.as_deref().map(manufacturer).transpose()?,
+        addresses: args.addresses,
     };
     // indicatif draws only when stderr is a terminal.
     let bar = ProgressBar::new(0);

@@ -25,20 +25,34 @@ pub struct Args {
     sample_distance: Option<f64>,
 }
 
-/// Starts a worker on its own task; it stops when `stop` turns true.
+/// Starts a worker on its own task; it stops when `stop` turns true. With
+/// `coordination` it takes its work from the NATS queue, else it follows
+/// the lake's commits.
 pub async fn spawn(
     lake: Arc<Lake>,
     mut config: VisionConfig,
     scratch: PathBuf,
+    coordination: Option<&hexroad_coord::Coordination>,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>> {
+    let queue = match coordination {
+        Some(c) => Some(crate::cluster::work_queue(c, &config).await?),
+        None => None,
+    };
     // Uploaded video is decoded by this binary's `decode-video`, caged.
     config.decoder = Some(std::env::current_exe().context("locating the hexroad binary")?);
     let worker = tokio::task::spawn_blocking(move || Worker::new(lake, config, scratch))
         .await
         .context("loading the vision models")?;
-    info!(worker = worker.id(), "vision worker started");
-    Ok(tokio::spawn(worker.run(stop.cancelled_owned())))
+    info!(
+        worker = worker.id(),
+        queued = queue.is_some(),
+        "vision worker started"
+    );
+    Ok(match queue {
+        Some(queue) => tokio::spawn(worker.run_queued(queue, stop.cancelled_owned())),
+        None => tokio::spawn(worker.run(stop.cancelled_owned())),
+    })
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -78,7 +92,8 @@ pub async fn run(args: Args) -> Result<()> {
     let maintenance = tokio::spawn(
         Arc::clone(&lake).maintain_until(settings.lake.clone(), stop.clone().cancelled_owned()),
     );
-    let handle = spawn(lake, config, scratch, stop.clone()).await?;
+    let coordination = settings.cluster.connect().await?;
+    let handle = spawn(lake, config, scratch, coordination.as_ref(), stop.clone()).await?;
     let _ = handle.await;
     stop.cancel();
     let _ = maintenance.await;

@@ -2,7 +2,6 @@
 //! fleet's uploads, `serve --role vision,tiles,sql` turns them into frames,
 //! a map and SQL, and learns of them only from the lake's commits.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -43,10 +42,7 @@ fn node(data: &Path, roles: &str, flight: &str) -> (Node, String) {
     .stdout(Stdio::piped())
     .spawn()
     .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = common::first_line(&mut child);
     let base = line
         .split("http://")
         .nth(1)

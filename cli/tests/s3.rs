@@ -29,11 +29,7 @@ fn get(url: &str) -> (u16, Vec<u8>) {
 fn lake_on(store: &seaweed::Seaweed) -> S3Location {
     S3Location {
         url: store.location(),
-        env: store
-            .env()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
+        env: store.owned_env(),
     }
 }
 

@@ -563,16 +563,7 @@ fn a_jpeg_frame_bundle_is_sampled_and_published() {
         let http = reqwest::Client::new();
         let key = DeviceKey::from_seed([7; 32]);
         let stats = Stats::default();
-        let client = DeviceClient {
-            http: &http,
-            server: &server.base,
-            key: &key,
-            stats: &stats,
-            flaky: None,
-            chunk_size: 1 << 20,
-            retry_for: Duration::from_secs(10),
-            replayer: false,
-        };
+        let client = DeviceClient::new(&http, &server.base, &key, &stats);
         client
             .register("phone-user", "phone", "app", None)
             .await

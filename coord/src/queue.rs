@@ -30,6 +30,18 @@ pub struct Work {
     pub upload: String,
     /// How many times this message has been delivered, this one included.
     pub delivered: i64,
+    /// How long since ingest queued it (what the queue adds to an
+    /// upload's way to the map).
+    pub queued_for: Duration,
+}
+
+/// The header carrying when a message was queued, in Unix milliseconds.
+const QUEUED_AT: &str = "Hexroad-Queued-At";
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The limits of the queue itself: a backlog this large means the vision
@@ -90,7 +102,8 @@ impl WorkQueue {
     pub async fn publish(&self, upload: &str) -> Result<()> {
         let message = PublishMessage::build()
             .payload(upload.to_owned().into())
-            .message_id(upload);
+            .message_id(upload)
+            .header(QUEUED_AT, unix_ms().to_string().as_str());
         self.jetstream
             .send_publish(self.subject.clone(), message)
             .await
@@ -116,10 +129,17 @@ impl WorkQueue {
         let message = message.map_err(|e| request("fetch")(e.to_string()))?;
         let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
         let upload = String::from_utf8_lossy(&message.payload).into_owned();
+        let queued_at = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(QUEUED_AT))
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+            .unwrap_or_else(unix_ms);
         Ok(Some(Work {
             message,
             upload,
             delivered,
+            queued_for: Duration::from_millis(unix_ms().saturating_sub(queued_at)),
         }))
     }
 

@@ -142,6 +142,8 @@ async fn queued_work_goes_to_one_worker_and_comes_back_when_it_dies() {
         .unwrap()
         .unwrap();
     assert_eq!((again.upload.as_str(), again.delivered), ("upload-a", 2));
+    // Queued before the first delivery's ack wait ran out.
+    assert!(again.queued_for >= ack_wait, "{:?}", again.queued_for);
     again.ack().await.unwrap();
     second.ack().await.unwrap();
     assert!(

@@ -78,6 +78,28 @@ fn transient(status: StatusCode) -> bool {
     status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
 }
 
+impl<'a> DeviceClient<'a> {
+    /// A well-behaved device: whole 1 MiB chunks, no cuts, no replays,
+    /// retrying for 10 s while the server is unreachable.
+    pub fn new(
+        http: &'a reqwest::Client,
+        server: &'a str,
+        key: &'a DeviceKey,
+        stats: &'a Stats,
+    ) -> Self {
+        Self {
+            http,
+            server,
+            key,
+            stats,
+            flaky: None,
+            chunk_size: 1 << 20,
+            retry_for: Duration::from_secs(10),
+            replayer: false,
+        }
+    }
+}
+
 impl DeviceClient<'_> {
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.server.trim_end_matches('/'), path)

@@ -61,6 +61,11 @@ pub struct SimConfig {
     /// The manufacturer whose attestation each device's registration
     /// carries (for servers in `attested` registration).
     pub manufacturer: Option<crate::device::Manufacturer>,
+    /// The addresses the server's host name stands for, as a DNS name with
+    /// several records: each device tries them in its own rotation (the
+    /// fleet spreads over the nodes) and moves to the next when one stops
+    /// answering. Empty: the host name resolves as usual.
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 /// One device in the report.
@@ -209,10 +214,7 @@ pub async fn run(config: SimConfig, progress: Arc<dyn Progress>) -> Result<SimRe
     let members = members(&config);
     progress.planned((members.len() * segments * 3) as u64);
 
-    let http = reqwest::Client::builder()
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| SimError::Http(e.to_string()))?;
+    let http = http_client(&config, 0)?;
     let stats = Arc::new(Stats::default());
     let encoders = Arc::new(Semaphore::new(
         std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -226,12 +228,17 @@ pub async fn run(config: SimConfig, progress: Arc<dyn Progress>) -> Result<SimRe
 
     let mut tasks = tokio::task::JoinSet::new();
     let honest = config.devices;
-    for member in members {
+    for (index, member) in members.into_iter().enumerate() {
+        let http = if config.addresses.is_empty() {
+            http.clone()
+        } else {
+            http_client(&config, index)?
+        };
         let ctx = DeviceTask {
             graph: Arc::clone(&graph),
             starts: Arc::clone(&starts),
             config: Arc::clone(&config),
-            http: http.clone(),
+            http,
             stats: Arc::clone(&stats),
             encoders: Arc::clone(&encoders),
             shelf: Arc::clone(&shelf),
@@ -265,6 +272,31 @@ pub async fn run(config: SimConfig, progress: Arc<dyn Progress>) -> Result<SimRe
 }
 
 /// Refuses a configuration that cannot run.
+/// The HTTP client of the `index`th device: with [`SimConfig::addresses`],
+/// the server's name resolves to them starting from the `index`th.
+fn http_client(config: &SimConfig, index: usize) -> Result<reqwest::Client, SimError> {
+    let mut builder = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(3));
+    if !config.addresses.is_empty() {
+        let url = reqwest::Url::parse(&config.server)
+            .map_err(|e| SimError::Config(format!("server {:?}: {e}", config.server)))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| SimError::Config(format!("server {:?} has no host", config.server)))?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let mut addresses: Vec<std::net::SocketAddr> = config
+            .addresses
+            .iter()
+            .map(|ip| std::net::SocketAddr::new(*ip, port))
+            .collect();
+        let first = index % addresses.len();
+        addresses.rotate_left(first);
+        builder = builder.resolve_to_addrs(host, &addresses);
+    }
+    builder.build().map_err(|e| SimError::Http(e.to_string()))
+}
+
 fn check(config: &SimConfig) -> Result<(), SimError> {
     if config.devices + config.spoofers + config.replayers + config.duplicators == 0 {
         return Err(SimError::Config("no devices to simulate".into()));

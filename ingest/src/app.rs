@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -14,12 +15,13 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, head, post};
-use hexroad_lake::{DeviceRecord, DeviceStatus, Lake};
+use hexroad_lake::{DeviceRecord, DeviceStatus, Lake, TableName};
 use hexroad_wire::DeviceId;
 
 use crate::auth::{self, NonceCache, Verified};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::shared::Shared;
 use crate::tus::Staging;
 use crate::{
     ApiError, Clock, IngestConfig, StartError, devices, enrol, openapi, probe, uploads, zones,
@@ -38,16 +40,22 @@ pub struct Ingest {
     pub(crate) scratch: PathBuf,
     /// Registrations one at a time, so two racing for one key cannot both win.
     pub(crate) registration: tokio::sync::Mutex<()>,
+    /// What this node shares with other ingest nodes; `None` on one machine.
+    pub(crate) shared: Option<Shared>,
+    /// The `devices` version the in-memory registry reflects.
+    devices_at: AtomicU64,
 }
 
 impl Ingest {
     /// Gathers the service's state from the lake and the staging area;
-    /// finished uploads are assembled under `scratch`.
+    /// finished uploads are assembled under `scratch`. With `shared`, this
+    /// node is one of several on the lake (see [`Shared`]).
     pub async fn open(
         lake: Arc<Lake>,
         config: IngestConfig,
         clock: Clock,
         scratch: PathBuf,
+        shared: Option<Shared>,
     ) -> Result<Arc<Self>, StartError> {
         config.validate()?;
         hexroad_wire::settings::require(
@@ -56,6 +64,9 @@ impl Ingest {
             "must be set to the host[:port] devices reach this service at",
         )?;
         probe::init().map_err(StartError::Gstreamer)?;
+        // Read before the devices: a commit in between is applied twice,
+        // which changes nothing, rather than missed.
+        let devices_at = lake.table_version(TableName::Devices).await?;
         let devices = lake
             .devices()
             .await?
@@ -95,7 +106,47 @@ impl Ingest {
             metrics: Metrics::default(),
             scratch,
             registration: tokio::sync::Mutex::new(()),
+            shared,
+            devices_at: AtomicU64::new(devices_at),
         }))
+    }
+
+    /// Follows the `devices` table's commits until `stop`, so a device
+    /// registered or revoked through another node is known here within
+    /// `device_refresh`. Only needed with other nodes (`shared`).
+    pub async fn follow_devices(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        let Some(every) = self.shared.as_ref().map(|s| s.device_refresh) else {
+            return;
+        };
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self.refresh_devices().await {
+                tracing::warn!(error = %e, "following the devices table");
+            }
+        }
+    }
+
+    /// Applies the device rows committed since the last look; when those
+    /// commits are no longer kept, reads the whole table again.
+    pub async fn refresh_devices(&self) -> Result<(), hexroad_lake::Error> {
+        let since = self.devices_at.load(Ordering::Acquire);
+        let (version, records) = match self.lake.devices_since(since).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading all devices again");
+                let version = self.lake.table_version(TableName::Devices).await?;
+                (version, self.lake.devices().await?)
+            }
+        };
+        for record in records {
+            self.remember_device(record);
+        }
+        self.devices_at.store(version, Ordering::Release);
+        Ok(())
     }
 
     /// Checks a request's signature, covering `required` beyond the basics.
@@ -112,19 +163,22 @@ impl Ingest {
         })
     }
 
-    /// Refuses a used nonce, then charges the device's rate limit.
-    pub(crate) fn admit(&self, v: &Verified) -> Result<(), ApiError> {
-        self.nonces
-            .admit(
+    /// Refuses a used nonce (on any node, when shared), then charges the
+    /// device's rate limit.
+    pub(crate) async fn admit(&self, v: &Verified) -> Result<(), ApiError> {
+        let spent = match &self.shared {
+            Some(shared) => shared.spend(v.device.as_str(), &v.nonce).await,
+            None => self.nonces.admit(
                 v,
                 (self.clock)(),
                 self.config.signature_window_s(),
                 self.config.max_held_nonces,
-            )
-            .inspect_err(|e| {
-                self.metrics
-                    .inc("hexroad_signature_failures_total", &[("reason", e.code)]);
-            })?;
+            ),
+        };
+        spent.inspect_err(|e| {
+            self.metrics
+                .inc("hexroad_signature_failures_total", &[("reason", e.code)]);
+        })?;
         self.limits.take_request(&v.device, Instant::now())
     }
 
@@ -133,15 +187,21 @@ impl Ingest {
         devices.get(id).cloned()
     }
 
+    /// Records a device's latest row. A revocation is final, and an older
+    /// row (a commit read twice, or late) does not undo a newer one.
     pub(crate) fn remember_device(&self, record: DeviceRecord) {
-        self.devices
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(record.device_id.clone(), record);
+        let mut devices = self.devices.write().unwrap_or_else(|e| e.into_inner());
+        let newer = devices.get(&record.device_id).is_none_or(|known| {
+            known.status != DeviceStatus::Revoked
+                && (record.status == DeviceStatus::Revoked || record.changed_at >= known.changed_at)
+        });
+        if newer {
+            devices.insert(record.device_id.clone(), record);
+        }
     }
 
     /// Verifies a request from a registered, active device.
-    pub(crate) fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         parts: &Parts,
         required: &[&str],
@@ -165,7 +225,7 @@ impl Ingest {
             }
             Some(r) => r,
         };
-        self.admit(&v)?;
+        self.admit(&v).await?;
         Ok(record)
     }
 }

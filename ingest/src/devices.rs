@@ -55,7 +55,7 @@ pub async fn register(
     let body = bounded_body(body, state.config.max_json_bytes, "registration").await?;
     check_content_digest(&parts, &body)?;
     let v = signed.verified;
-    state.admit(&v)?;
+    state.admit(&v).await?;
     let reg: Registration = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_body", format!("registration body: {e}")))?;
     let device: DeviceId = reg.public_key.parse().map_err(|e: hexroad_wire::IdError| {

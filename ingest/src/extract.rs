@@ -75,7 +75,7 @@ impl<C: Covers> FromRequestParts<Arc<Ingest>> for SignedDevice<C> {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<Ingest>) -> Result<Self, ApiError> {
         Ok(Self {
-            record: state.authenticate(parts, C::COMPONENTS)?,
+            record: state.authenticate(parts, C::COMPONENTS).await?,
             covers: PhantomData,
         })
     }

@@ -21,6 +21,7 @@ mod limits;
 mod metrics;
 mod openapi;
 mod probe;
+mod shared;
 mod sweep;
 mod tus;
 pub mod tus_headers;
@@ -31,6 +32,7 @@ mod zones;
 pub use app::{Ingest, app};
 pub use config::{IngestConfig, MediaLimits, RegistrationMode};
 pub use hexroad_http::ApiError;
+pub use shared::Shared;
 pub use sweep::Swept;
 pub use validate::Rejection;
 

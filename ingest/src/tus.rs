@@ -254,6 +254,30 @@ impl Staging {
         }
     }
 
+    /// Brings `slot` up to date with the store, where another node may have
+    /// received chunks of the upload, or finished it, since this process
+    /// loaded it. Call it holding the upload's lease.
+    pub async fn reload(&self, id: UploadId, slot: &mut Option<Slot>) -> object_store::Result<()> {
+        let Some(current) = slot.as_mut() else {
+            return Ok(());
+        };
+        match self.store.head(&info_path(id)).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => {
+                *slot = None;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+        let offset = contiguous_end(&self.chunks(id).await?);
+        if offset != current.offset {
+            current.offset = offset;
+            // What this process hashed no longer covers the bytes.
+            current.hashed = (offset == 0).then(Sha256::new);
+        }
+        Ok(())
+    }
+
     /// Lock cells held, for the metrics.
     pub fn cells(&self) -> usize {
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).len()

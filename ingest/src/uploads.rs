@@ -244,6 +244,14 @@ pub async fn head(
     let id = parse_upload_id(&id)?;
     let not_found = || ApiError::not_found(format!("no upload {id} for this device"));
     let mut guard = state.staging.lock(id).await?;
+    if state.shared.is_some() {
+        // Another node may have received more of it since this one looked.
+        state
+            .staging
+            .reload(id, &mut guard)
+            .await
+            .map_err(|e| store_unavailable("reading staging", &e))?;
+    }
     if guard
         .as_ref()
         .is_some_and(|s| s.info.device_id == device.device_id)
@@ -304,6 +312,7 @@ pub async fn patch(
         }
     };
     let mut guard = state.staging.lock(id).await?;
+    let lease = hold_for_writing(&state, id, &mut guard).await?;
     if guard
         .as_ref()
         .is_some_and(|s| s.info.device_id == device.device_id)
@@ -391,11 +400,32 @@ pub async fn patch(
     // The rest runs to completion whatever happens to the connection: a
     // device that hangs up mid-commit must find its upload finished (or
     // untouched) when it retries, never half-written.
-    let task = tokio::spawn(finish_upload(Arc::clone(&state), guard));
+    let task = tokio::spawn(finish_upload(Arc::clone(&state), guard, lease));
     let summary = task
         .await
         .map_err(|e| ApiError::internal("finishing an upload", &e))??;
     Ok(finished_response(&summary))
+}
+
+/// With other nodes: the lease on writing a staged upload (another node
+/// holding it is a pause for the device), and the upload as the store has
+/// it now, whatever another node wrote since this one last looked. On one
+/// machine the upload's lock is enough: `None`.
+async fn hold_for_writing(
+    state: &Ingest,
+    id: UploadId,
+    guard: &mut Option<crate::tus::Slot>,
+) -> Result<Option<crate::shared::UploadLease>, ApiError> {
+    let Some(shared) = state.shared.as_ref().filter(|_| guard.is_some()) else {
+        return Ok(None);
+    };
+    let lease = shared.receive(id).await?;
+    state
+        .staging
+        .reload(id, guard)
+        .await
+        .map_err(|e| store_unavailable("reading staging", &e))?;
+    Ok(Some(lease))
 }
 
 /// Why finishing failed, as the device hears it: the store failing to take
@@ -432,6 +462,7 @@ const STORE_RETRY_AFTER_S: u64 = 2;
 async fn finish_upload(
     state: Arc<Ingest>,
     mut guard: tokio::sync::OwnedMutexGuard<Option<crate::tus::Slot>>,
+    _lease: Option<crate::shared::UploadLease>,
 ) -> Result<UploadSummary, ApiError> {
     let Some(slot) = guard.as_ref() else {
         return Err(ApiError::not_found("the upload is gone"));
@@ -454,6 +485,12 @@ async fn finish_upload(
     );
     info!(upload_id = %info.upload_id, device_id = %info.device_id, status = summary.status.as_str(), points = counts.points, samples = counts.samples, "upload finished");
     *guard = None;
+    if let Some(shared) = &state.shared
+        && summary.status == UploadStatus::Accepted
+        && matches!(info.kind, UploadKind::Video | UploadKind::Frames)
+    {
+        shared.queue_for_vision(info.upload_id).await;
+    }
     if let Err(e) = state.staging.remove(&info).await {
         // The upload is committed; leftover staging is only disk space.
         warn!(upload_id = %info.upload_id, error = %e, "could not clean staging");
@@ -470,6 +507,8 @@ pub async fn terminate(
     let device = device.record;
     let id = parse_upload_id(&id)?;
     let mut guard = state.staging.lock(id).await?;
+    // Not while another node receives (or finishes) it.
+    let _lease = hold_for_writing(&state, id, &mut guard).await?;
     let receiving = guard.as_ref().is_some_and(|s| s.offset < s.info.length);
     if !receiving
         && let Some(summary) = stored(&state, id).await?

@@ -353,6 +353,18 @@ impl Lake {
         Ok(out)
     }
 
+    /// The device rows committed after `devices` version `since`, in commit
+    /// order, and the version they bring the reader to: how an ingest node
+    /// learns of registrations and revocations made on another.
+    pub async fn devices_since(&self, since: u64) -> Result<(u64, Vec<DeviceRecord>)> {
+        let appended = self.appended_since(TableName::Devices, since).await?;
+        let mut out = Vec::new();
+        for batch in &appended.batches {
+            out.extend(device_records(batch)?);
+        }
+        Ok((appended.version, out))
+    }
+
     /// Stores one upload's rows: GNSS and telemetry first, the `uploads` row
     /// last, each in its own Delta commit at most once per table.
     ///

@@ -124,15 +124,18 @@ async fn a_lake_on_s3_commits_looks_up_maintains_and_reopens() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "70");
 }
 
-/// Two processes' lakes on one location commit at once: Delta's optimistic
-/// concurrency (a create-if-absent PUT per version) keeps every commit.
+/// Two processes' lakes on one location, each through its own S3 gateway
+/// on one filer, commit at once: Delta's optimistic concurrency (a
+/// create-if-absent PUT per version, atomic across the gateways) keeps
+/// every commit.
 #[tokio::test]
-async fn two_writers_on_one_location_lose_no_commit() {
-    let server = Seaweed::start().await;
+async fn two_writers_through_two_gateways_lose_no_commit() {
+    let mut server = Seaweed::start().await;
     let location = server.location();
     let settings = server.settings();
+    let other_gateway = server.second_gateway().await;
     let a = std::sync::Arc::new(Lake::open_with(&location, &settings).await.unwrap());
-    let b = std::sync::Arc::new(Lake::open_with(&location, &settings).await.unwrap());
+    let b = std::sync::Arc::new(Lake::open_with(&location, &other_gateway).await.unwrap());
     let mut commits = tokio::task::JoinSet::new();
     for n in 0..12 {
         let lake = std::sync::Arc::clone(if n % 2 == 0 { &a } else { &b });

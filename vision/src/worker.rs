@@ -30,6 +30,22 @@ use crate::settings::VisionConfig;
 use crate::withhold::Withheld;
 use crate::{Anonymizer, Error, Result};
 
+mod queued;
+pub use queued::MAX_DELIVERIES;
+
+/// What became of one pending upload this time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// A video whose GNSS track has not arrived yet, within the wait.
+    Waiting,
+    /// Another worker holds its claim.
+    Held,
+    /// This worker failed it before: left for another (fixed) worker.
+    FailedHere,
+    /// Its verdict is stored.
+    Done(ProcessingStatus),
+}
+
 /// What one pass over the pending uploads did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Pass {
@@ -140,75 +156,78 @@ impl Worker {
     pub async fn run_once(&mut self, now: DateTime<Utc>) -> Result<Pass> {
         let mut pass = Pass::default();
         for upload in self.pending().await? {
-            if self.failed_here.contains(&upload.upload_id) {
-                continue;
-            }
-            let track = self.track_of(&upload).await?;
-            let mut track_refused = None;
-            if track.is_empty() {
-                track_refused = self.refused_track(&upload).await?;
-                let waited = (now - upload.received_at).to_std().unwrap_or_default();
-                if track_refused.is_none() && waited < self.config.track_wait {
-                    pass.skipped += 1;
-                    continue;
-                }
-            }
-            let claimed = claim(
-                &self.lake.blobs(),
-                &self.claimant,
-                upload.upload_id,
-                crate::claim::claim_time(now),
-                self.config.max_attempts,
-            )
-            .await?;
-            let verdict = match (claimed, track_refused) {
-                (Claimed::Held, _) => {
-                    pass.skipped += 1;
-                    continue;
-                }
-                (Claimed::Exhausted { attempts }, _) => ProcessingRecord {
-                    upload_id: upload.upload_id,
-                    status: ProcessingStatus::Failed,
-                    reason: Some(format!(
-                        "gave_up: {attempts} attempts ended without a verdict \
-                         (each worker died or stalled on this upload); not tried again"
-                    )),
-                    frames_published: 0,
-                    frames_deduplicated: 0,
-                    worker: self.claimant.worker.clone(),
-                    at: now,
-                },
-                (Claimed::Taken { .. }, Some(reason)) => ProcessingRecord {
-                    upload_id: upload.upload_id,
-                    status: ProcessingStatus::Rejected,
-                    reason: Some(format!(
-                        "no_track: the drive's GNSS track was rejected: {reason}"
-                    )),
-                    frames_published: 0,
-                    frames_deduplicated: 0,
-                    worker: self.claimant.worker.clone(),
-                    at: now,
-                },
-                (Claimed::Taken { attempt }, None) => {
-                    let _renewing = self.keep_renewed(upload.upload_id, attempt);
-                    self.process(&upload, track, now).await
-                }
-            };
-            match verdict.status {
-                ProcessingStatus::Processed => pass.processed += 1,
-                ProcessingStatus::Rejected => pass.rejected += 1,
-                ProcessingStatus::Failed => {
-                    pass.failed += 1;
-                    self.failed_here.insert(upload.upload_id);
-                }
-            }
-            let batch = schema::processing_batch(&verdict)?;
-            self.lake.append_rows(TableName::Processing, batch).await?;
-            if let Claimed::Taken { attempt } = claimed {
-                crate::claim::finish(&self.lake.blobs(), upload.upload_id, attempt).await?;
+            match self.step(&upload, now).await? {
+                Step::Waiting | Step::Held | Step::FailedHere => pass.skipped += 1,
+                Step::Done(ProcessingStatus::Processed) => pass.processed += 1,
+                Step::Done(ProcessingStatus::Rejected) => pass.rejected += 1,
+                Step::Done(ProcessingStatus::Failed) => pass.failed += 1,
             }
         }
         Ok(pass)
+    }
+
+    /// Claims one pending upload and records its verdict, unless its track
+    /// has yet to come or another worker holds it.
+    async fn step(&mut self, upload: &PendingUpload, now: DateTime<Utc>) -> Result<Step> {
+        if self.failed_here.contains(&upload.upload_id) {
+            return Ok(Step::FailedHere);
+        }
+        let track = self.track_of(upload).await?;
+        let mut track_refused = None;
+        if track.is_empty() {
+            track_refused = self.refused_track(upload).await?;
+            let waited = (now - upload.received_at).to_std().unwrap_or_default();
+            if track_refused.is_none() && waited < self.config.track_wait {
+                return Ok(Step::Waiting);
+            }
+        }
+        let claimed = claim(
+            &self.lake.blobs(),
+            &self.claimant,
+            upload.upload_id,
+            crate::claim::claim_time(now),
+            self.config.max_attempts,
+        )
+        .await?;
+        let verdict = match (claimed, track_refused) {
+            (Claimed::Held, _) => return Ok(Step::Held),
+            (Claimed::Exhausted { attempts }, _) => ProcessingRecord {
+                upload_id: upload.upload_id,
+                status: ProcessingStatus::Failed,
+                reason: Some(format!(
+                    "gave_up: {attempts} attempts ended without a verdict \
+                     (each worker died or stalled on this upload); not tried again"
+                )),
+                frames_published: 0,
+                frames_deduplicated: 0,
+                worker: self.claimant.worker.clone(),
+                at: now,
+            },
+            (Claimed::Taken { .. }, Some(reason)) => ProcessingRecord {
+                upload_id: upload.upload_id,
+                status: ProcessingStatus::Rejected,
+                reason: Some(format!(
+                    "no_track: the drive's GNSS track was rejected: {reason}"
+                )),
+                frames_published: 0,
+                frames_deduplicated: 0,
+                worker: self.claimant.worker.clone(),
+                at: now,
+            },
+            (Claimed::Taken { attempt }, None) => {
+                let _renewing = self.keep_renewed(upload.upload_id, attempt);
+                self.process(upload, track, now).await
+            }
+        };
+        if verdict.status == ProcessingStatus::Failed {
+            self.failed_here.insert(upload.upload_id);
+        }
+        let batch = schema::processing_batch(&verdict)?;
+        self.lake.append_rows(TableName::Processing, batch).await?;
+        if let Claimed::Taken { attempt } = claimed {
+            crate::claim::finish(&self.lake.blobs(), upload.upload_id, attempt).await?;
+        }
+        Ok(Step::Done(verdict.status))
     }
 
     /// Renews the claim every third of a lease until the returned guard is

@@ -90,6 +90,7 @@ pub async fn start_ingest(
         config,
         hexroad_ingest::system_clock(),
         scratch,
+        None,
     )
     .await?;
     let server = tokio::spawn(hexroad_http::serve(

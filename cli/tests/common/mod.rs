@@ -128,10 +128,7 @@ pub fn serve_to(
     .stderr(stderr)
     .spawn()
     .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(&mut child);
     let address = |scheme: &str| {
         line.split(scheme)
             .nth(1)
@@ -144,6 +141,16 @@ pub fn serve_to(
         flight: address("grpc://"),
         child,
     }
+}
+
+/// The first line a child printed on its piped stdout: where `serve`
+/// says it listens.
+pub fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout piped"))
+        .read_line(&mut line)
+        .unwrap();
+    line
 }
 
 /// `hexroad sim` against `server`: a minute of small (320×240 at 5 fps)

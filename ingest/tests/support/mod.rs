@@ -56,7 +56,7 @@ pub async fn start_with(mut config: IngestConfig, limits: hexroad_http::ServeLim
     let ahead = Arc::clone(&clock_ahead);
     let clock: hexroad_ingest::Clock =
         Arc::new(move || Utc::now() + Duration::seconds(ahead.load(Ordering::Relaxed)));
-    let state = Ingest::open(Arc::clone(&lake), config, clock, scratch)
+    let state = Ingest::open(Arc::clone(&lake), config, clock, scratch, None)
         .await
         .unwrap();
     let stop = std::future::pending::<()>();

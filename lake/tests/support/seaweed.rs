@@ -24,12 +24,20 @@ pub struct Seaweed {
     /// Every argument of `weed`, kept for a restart on the same ports.
     args: Vec<String>,
     log: PathBuf,
+    /// More S3 gateways on the same filer.
+    gateways: Vec<Child>,
 }
 
 impl Drop for Seaweed {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in self
+            .gateways
+            .iter_mut()
+            .chain(std::iter::once(&mut self.child))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -81,8 +89,21 @@ impl Seaweed {
     }
 
     /// Starts `weed mini`; `signed`: only requests signed with
-    /// [`ACCESS_KEY`] are allowed, else anonymous ones too.
+    /// [`ACCESS_KEY`] are allowed, else anonymous ones too. A free port
+    /// taken by another test before `weed` binds it ends that try: up to
+    /// three, on fresh ports.
     pub async fn start_with(signed: bool) -> Self {
+        for _ in 0..2 {
+            if let Some(server) = Self::try_start(signed).await {
+                return server;
+            }
+        }
+        Self::try_start(signed)
+            .await
+            .expect("weed mini exited at start three times")
+    }
+
+    async fn try_start(signed: bool) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("s3.json");
         std::fs::write(
@@ -127,15 +148,15 @@ impl Seaweed {
             args.push(format!("-{name}={}", free_port()));
         }
         let log = dir.path().join("weed.log");
-        let server = Self {
+        let mut server = Self {
             child: spawn(&args, &log),
             _dir: dir,
             endpoint: format!("http://127.0.0.1:{s3}"),
             args,
             log,
+            gateways: Vec::new(),
         };
-        server.wait_ready().await;
-        server
+        server.wait_ready().await.then_some(server)
     }
 
     /// Kills the server (SIGKILL): its data stays for [`Seaweed::restart`].
@@ -148,7 +169,57 @@ impl Seaweed {
     pub async fn restart(&mut self) {
         self.stop();
         self.child = spawn(&self.args, &self.log);
-        self.wait_ready().await;
+        assert!(
+            self.wait_ready().await,
+            "weed exited at restart:\n{}",
+            self.log()
+        );
+    }
+
+    /// Starts another S3 gateway (`weed s3`) on this server's filer, with
+    /// the same keys, and returns the settings that reach the bucket
+    /// through it.
+    pub async fn second_gateway(&mut self) -> hexroad_lake::StorageSettings {
+        let arg = |name: &str| {
+            self.args
+                .iter()
+                .find_map(|a| a.strip_prefix(&format!("-{name}=")))
+                .unwrap_or_else(|| panic!("weed mini runs with -{name}"))
+                .to_owned()
+        };
+        // SeaweedFS's `host:port.grpcPort`: the filer's gRPC port is not
+        // the default (port + 10000).
+        let filer = format!("{}.{}", arg("filer.port"), arg("filer.port.grpc"));
+        let config = self
+            .args
+            .iter()
+            .find_map(|a| a.strip_prefix("-s3.config="))
+            .expect("a signed server")
+            .to_owned();
+        let port = free_port();
+        let args: Vec<String> = vec![
+            "s3".into(),
+            "-ip.bind=127.0.0.1".into(),
+            format!("-port={port}"),
+            format!("-port.grpc={}", free_port()),
+            format!("-filer=127.0.0.1:{filer}"),
+            format!("-config={config}"),
+            "-port.iceberg=0".into(),
+            "-port.lance=0".into(),
+        ];
+        self.gateways.push(spawn(&args, &self.log));
+        let mut settings = self.settings();
+        settings.endpoint = Some(format!("http://127.0.0.1:{port}"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the second gateway did not start:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        settings
     }
 
     /// The environment an `s3://` lake on this server is opened with.
@@ -160,6 +231,14 @@ impl Seaweed {
             ("AWS_REGION", "us-east-1".into()),
             ("AWS_ALLOW_HTTP", "true".into()),
         ]
+    }
+
+    /// [`Seaweed::env`] as owned pairs, as a command's environment.
+    pub fn owned_env(&self) -> Vec<(String, String)> {
+        self.env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
     }
 
     /// A fresh location in the bucket.
@@ -199,13 +278,17 @@ impl Seaweed {
 
     /// Waits until the bucket answers a signed listing (the gateway
     /// answers errors while the server's parts are still starting).
-    async fn wait_ready(&self) {
+    /// `false` when `weed` exited instead (a port taken meanwhile).
+    async fn wait_ready(&mut self) -> bool {
         use hexroad_lake::object_store::ObjectStore as _;
         let deadline = Instant::now() + Duration::from_secs(60);
         let store = self.store();
         loop {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return false;
+            }
             match store.list_with_delimiter(None).await {
-                Ok(_) => return,
+                Ok(_) => return true,
                 Err(e) => assert!(
                     Instant::now() < deadline,
                     "SeaweedFS did not start within 60 s ({e}):\n{}",
