@@ -64,6 +64,9 @@ impl Ingest {
             "must be set to the host[:port] devices reach this service at",
         )?;
         probe::init().map_err(StartError::Gstreamer)?;
+        if shared.is_some() {
+            lake.expect_other_writers();
+        }
         // Read before the devices: a commit in between is applied twice,
         // which changes nothing, rather than missed.
         let devices_at = lake.table_version(TableName::Devices).await?;

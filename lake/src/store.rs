@@ -94,6 +94,8 @@ pub struct Lake {
     /// The runtime every query session shares: one cache of Parquet footers
     /// and page indexes, so a query does not parse them again (`session.rs`).
     pub(crate) runtime: Arc<deltalake::datafusion::execution::runtime_env::RuntimeEnv>,
+    /// Other processes commit uploads here too (`expect_other_writers`).
+    pub(crate) other_writers: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Lake {
@@ -191,6 +193,7 @@ impl Lake {
             vacuumed: Default::default(),
             segments: Default::default(),
             runtime: crate::session::shared_runtime()?,
+            other_writers: std::sync::atomic::AtomicBool::new(false),
         };
         lake.find_unfinished_rows().await?;
         debug!(root = %lake.root, "lake open");
@@ -235,6 +238,16 @@ impl Lake {
         recent.gnss.extend(gnss);
         recent.telemetry.extend(telemetry);
         Ok(())
+    }
+
+    /// Says other processes commit uploads to this location too (several
+    /// ingest nodes): each group commit then also reads the in-flight
+    /// notes they left, so a retry of an upload whose rows a dead node
+    /// wrote before listing it does not write them twice. One listing of
+    /// `_hexroad/inflight/` per group; on one machine, nothing.
+    pub fn expect_other_writers(&self) {
+        self.other_writers
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Remembers at most `uploads` recently stored uploads in memory
@@ -547,6 +560,17 @@ mod tests {
     /// device retries, and the retry must not append the GNSS rows again.
     #[tokio::test]
     async fn a_crash_between_commits_is_repaired_without_duplicates() {
+        crash_between_commits_then_retry(false).await;
+    }
+
+    /// The same crash on one ingest node while another, open all along,
+    /// takes the device's retry: it reads the dead node's note then.
+    #[tokio::test]
+    async fn a_crash_on_another_node_is_repaired_without_duplicates() {
+        crash_between_commits_then_retry(true).await;
+    }
+
+    async fn crash_between_commits_then_retry(survivor_open_before: bool) {
         let dir = tempfile::tempdir().unwrap();
         let location = dir.path().to_string_lossy().into_owned();
         let device = DeviceId::from_public_key(&[9; 32]);
@@ -563,6 +587,13 @@ mod tests {
                 hdop: None,
             })
             .collect();
+        let survivor = if survivor_open_before {
+            let lake = Lake::open(&location).await.unwrap();
+            lake.expect_other_writers();
+            Some(lake)
+        } else {
+            None
+        };
         {
             // What a group commit does before its `uploads` commit.
             let lake = Lake::open(&location).await.unwrap();
@@ -571,7 +602,10 @@ mod tests {
             lake.append(TableName::Gnss, batch).await.unwrap();
             // ...and the process dies here.
         }
-        let lake = Lake::open(&location).await.unwrap();
+        let lake = match survivor {
+            Some(lake) => lake,
+            None => Lake::open(&location).await.unwrap(),
+        };
         assert!(
             lake.upload_summary(id).await.unwrap().is_none(),
             "not acknowledged yet"

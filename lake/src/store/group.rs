@@ -163,6 +163,25 @@ impl Lake {
             }
             history.by_id.insert(stored.upload_id, stored);
         }
+        if self
+            .other_writers
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // Not stored yet: a group on another node may have written
+            // their rows and died before listing them.
+            let unlisted: Vec<UploadId> = {
+                let recent = self.lock_recent();
+                group
+                    .iter()
+                    .map(|q| q.record.upload_id)
+                    .filter(|id| recent.get(id).is_none() && !history.by_id.contains_key(id))
+                    .collect()
+            };
+            let (gnss, telemetry) = self.rows_cut_elsewhere(&unlisted).await?;
+            let mut recent = self.lock_recent();
+            recent.gnss.extend(gnss);
+            recent.telemetry.extend(telemetry);
+        }
         Ok(history)
     }
 

@@ -51,6 +51,30 @@ impl Lake {
     /// The uploads that notes left behind name, and which of them already
     /// have rows in `gnss` and in `telemetry`. Old notes are removed.
     pub(super) async fn unfinished_rows(&self) -> Result<(Vec<UploadId>, Vec<UploadId>)> {
+        let named = self.named_in_notes().await?;
+        self.with_rows(&named).await
+    }
+
+    /// Of `uploads`, those other processes' notes name, with rows already
+    /// in `gnss` and in `telemetry`: a writer on another node that died
+    /// mid-group leaves its note, and the device's retry reaches this
+    /// process, which has not opened since (notes are read at open).
+    pub(super) async fn rows_cut_elsewhere(
+        &self,
+        uploads: &[UploadId],
+    ) -> Result<(Vec<UploadId>, Vec<UploadId>)> {
+        let named: Vec<UploadId> = self
+            .named_in_notes()
+            .await?
+            .into_iter()
+            .filter(|id| uploads.contains(id))
+            .collect();
+        self.with_rows(&named).await
+    }
+
+    /// Every upload the notes in `_hexroad/inflight/` name; notes older
+    /// than their lifetime are removed.
+    async fn named_in_notes(&self) -> Result<Vec<UploadId>> {
         let prefix = Path::from("_hexroad/inflight");
         let notes: Vec<_> = self
             .blobs
@@ -64,29 +88,28 @@ impl Lake {
                 let _ = self.blobs.delete(&note.location).await;
                 continue;
             }
-            let bytes = self
-                .blobs
-                .get(&note.location)
-                .await
-                .map_err(Error::blob(&note.location))?
-                .bytes()
-                .await
-                .map_err(Error::blob(&note.location))?;
+            let bytes = match self.blobs.get(&note.location).await {
+                Ok(got) => got.bytes().await.map_err(Error::blob(&note.location))?,
+                // Cleared by its writer since the listing.
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(Error::blob(&note.location)(e)),
+            };
             // A note cut by a power cut names nothing reliable; its group
             // committed nothing either (the note is written first).
             if let Ok(ids) = serde_json::from_slice::<Vec<String>>(&bytes) {
                 named.extend(ids.into_iter().filter_map(|s| s.parse::<UploadId>().ok()));
             }
         }
+        Ok(named)
+    }
+
+    /// Which of `named` have rows in `gnss`, and which in `telemetry`.
+    async fn with_rows(&self, named: &[UploadId]) -> Result<(Vec<UploadId>, Vec<UploadId>)> {
         if named.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
-        let mut found = Vec::new();
-        for table in [TableName::Gnss, TableName::Telemetry] {
-            found.push(self.uploads_with_rows(table, &named).await?);
-        }
-        let telemetry = found.pop().unwrap_or_default();
-        let gnss = found.pop().unwrap_or_default();
+        let gnss = self.uploads_with_rows(TableName::Gnss, named).await?;
+        let telemetry = self.uploads_with_rows(TableName::Telemetry, named).await?;
         Ok((gnss, telemetry))
     }
 }
