@@ -3,7 +3,8 @@
 //! `nats-server` (the work queue, nonces and upload leases), two ingest
 //! nodes behind one host name (127.0.0.1 and 127.0.0.2 on one port, as a
 //! DNS name with two records), vision workers taking work from the queue.
-//! Nodes die by SIGKILL; nothing acknowledged may be lost or doubled.
+//! Nodes die by SIGKILL and the store goes away for a while; nothing
+//! acknowledged may be lost or doubled.
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::process::{Child, Stdio};
@@ -49,12 +50,12 @@ impl Drop for Node {
 
 /// The parts every node shares.
 struct Cluster {
-    _store: seaweed::Seaweed,
+    store: seaweed::Seaweed,
     nats: nats::Nats,
     data: S3Location,
     /// The one port every ingest node listens on, each on its own address.
     port: u16,
-    _runtime: tokio::runtime::Runtime,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Cluster {
@@ -71,11 +72,11 @@ impl Cluster {
             .unwrap()
             .port();
         Self {
-            _store: store,
+            store,
             nats: nats::Nats::start(),
             data,
             port,
-            _runtime: runtime,
+            runtime,
         }
     }
 
@@ -99,6 +100,8 @@ impl Cluster {
         .env("HEXROAD__VISION__LEASE", "6s")
         .env("HEXROAD__VISION__POLL_INTERVAL", "200ms")
         .env("RUST_LOG", "info,buoyant_kernel=off,ort=error")
+        // Plain `key=value` fields, read back from the log.
+        .env("NO_COLOR", "1")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log.reopen().unwrap()))
@@ -372,8 +375,8 @@ fn tokio_stream_of(
 }
 
 #[test]
-fn the_fleet_loses_nothing_when_an_ingest_node_and_a_vision_worker_die() {
-    let cluster = Cluster::start();
+fn the_fleet_loses_nothing_when_an_ingest_node_a_vision_worker_and_the_store_die() {
+    let mut cluster = Cluster::start();
     let mut node_a = cluster.ingest("ingest-a", "127.0.0.1");
     let _node_b = cluster.ingest("ingest-b", "127.0.0.2");
     let mut worker_1 = cluster.node("vision-1", "vision", "127.0.0.1:0", &[]);
@@ -404,22 +407,37 @@ fn the_fleet_loses_nothing_when_an_ingest_node_and_a_vision_worker_die() {
     .spawn()
     .unwrap();
 
-    // Once uploads are landing, ingest A dies (its devices move to B);
-    // once frames are being made, so does vision worker 1.
+    // Once uploads are landing, ingest A dies (its devices move to B).
     let t0 = Instant::now();
     while sql_u64(&cluster.data, "SELECT count(*) FROM uploads") < 4 {
         assert!(t0.elapsed() < Duration::from_secs(240), "no uploads landed");
         std::thread::sleep(Duration::from_millis(300));
     }
     node_a.kill();
-    while sql_u64(&cluster.data, "SELECT count(*) FROM processing") < 1 {
+    // Vision worker 1 dies holding an upload it took from the queue: the
+    // message comes back to worker 2 once its ack wait lapses.
+    let taken = loop {
+        let log = worker_1.log();
+        if let Some(line) = log.lines().find(|l| l.contains("took queued upload")) {
+            break line
+                .split("upload_id=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap()
+                .to_owned();
+        }
         assert!(
             t0.elapsed() < Duration::from_secs(300),
-            "no upload was processed"
+            "worker 1 never took an upload:\n{log}"
         );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     worker_1.kill();
+    // The S3 server goes away for a while: uploads wait (503, Retry-After)
+    // and vision work comes back later.
+    cluster.store.stop();
+    std::thread::sleep(Duration::from_secs(6));
+    cluster.runtime.block_on(cluster.store.restart());
 
     let out = fleet.wait_with_output().unwrap();
     assert!(
@@ -452,5 +470,16 @@ fn the_fleet_loses_nothing_when_an_ingest_node_and_a_vision_worker_die() {
     assert!(
         sql_u64(&cluster.data, "SELECT count(*) FROM frames") > 0,
         "frames were made"
+    );
+    assert_eq!(
+        sql_u64(
+            &cluster.data,
+            &format!(
+                "SELECT count(*) FROM processing WHERE upload_id = '{taken}' \
+                 AND status IN ('processed', 'rejected')"
+            ),
+        ),
+        1,
+        "the upload worker 1 died holding got its verdict once"
     );
 }

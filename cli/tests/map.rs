@@ -125,28 +125,37 @@ fn the_map_shows_what_sql_reports_exports_the_same_tiles_and_draws_in_a_browser(
     assert!(String::from_utf8_lossy(&page).contains("/map/app.js"));
     let (status, _, _) = get(&format!("{}/map/maplibre-gl.mjs", server.base));
     assert_eq!(status, 200, "MapLibre is served (scripts/setup fetches it)");
-    let screenshot = dir.path().join("map.png");
-    let profile = dir.path().join("chromium");
-    let shot = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--use-angle=swiftshader",
-            "--enable-unsafe-swiftshader",
-            "--window-size=800,600",
-            "--virtual-time-budget=20000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("--screenshot={}", screenshot.display()))
-        .arg(format!("{}/", server.base))
-        .output()
-        .expect("chromium (scripts/setup --test installs it)");
-    assert!(
-        shot.status.success() && screenshot.exists(),
-        "{}",
-        String::from_utf8_lossy(&shot.stderr)
-    );
-    let fresh = fresh_coverage_pixels(&screenshot);
+    // Headless Chromium draws within a virtual-time budget that a loaded
+    // machine can outrun before every tile is drawn: a second look, with
+    // twice the budget, before the map is judged.
+    let mut fresh = 0;
+    for (attempt, budget) in [(1, 20_000), (2, 40_000)] {
+        let screenshot = dir.path().join(format!("map-{attempt}.png"));
+        let profile = dir.path().join(format!("chromium-{attempt}"));
+        let shot = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--use-angle=swiftshader",
+                "--enable-unsafe-swiftshader",
+                "--window-size=800,600",
+            ])
+            .arg(format!("--virtual-time-budget={budget}"))
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("--screenshot={}", screenshot.display()))
+            .arg(format!("{}/", server.base))
+            .output()
+            .expect("chromium (scripts/setup --test installs it)");
+        assert!(
+            shot.status.success() && screenshot.exists(),
+            "{}",
+            String::from_utf8_lossy(&shot.stderr)
+        );
+        fresh = fresh_coverage_pixels(&screenshot);
+        if fresh > 2000 {
+            break;
+        }
+    }
     assert!(fresh > 2000, "{fresh} pixels of fresh coverage on the map");
 
     // New frames: the tiles move on (the world tile at z0 always holds them).
