@@ -66,18 +66,25 @@ fn spawn(dir: &std::path::Path, port: u16) -> Child {
 }
 
 impl Nats {
-    /// Starts a server and waits until it accepts connections.
+    /// Starts a server and waits until it accepts connections. A free port
+    /// taken by another test before the server binds it ends that try: up
+    /// to three, on fresh ports.
     pub fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let server = Self {
-            child: spawn(dir.path(), port),
-            dir,
-            port,
-            url: format!("nats://127.0.0.1:{port}"),
-        };
-        server.wait_ready();
-        server
+        for tries in 1.. {
+            let dir = tempfile::tempdir().unwrap();
+            let port = free_port();
+            let mut server = Self {
+                child: spawn(dir.path(), port),
+                dir,
+                port,
+                url: format!("nats://127.0.0.1:{port}"),
+            };
+            if server.wait_ready() {
+                return server;
+            }
+            assert!(tries < 3, "nats-server did not start: {}", server.log());
+        }
+        unreachable!("the loop returns or fails")
     }
 
     /// Kills the server (SIGKILL); its store stays for [`Nats::restart`].
@@ -90,7 +97,11 @@ impl Nats {
     pub fn restart(&mut self) {
         self.stop();
         self.child = spawn(self.dir.path(), self.port);
-        self.wait_ready();
+        assert!(
+            self.wait_ready(),
+            "nats-server did not restart: {}",
+            self.log()
+        );
     }
 
     /// What the server logged, for a failing test's message.
@@ -98,9 +109,13 @@ impl Nats {
         std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
     }
 
-    fn wait_ready(&self) {
+    /// `false` when the server exited instead (its port was taken).
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return false;
+            }
             assert!(
                 Instant::now() < deadline,
                 "nats-server did not start: {}",
@@ -108,5 +123,6 @@ impl Nats {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        true
     }
 }
