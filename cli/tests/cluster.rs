@@ -296,6 +296,23 @@ fn an_upload_resumes_on_the_other_node_and_a_replay_there_is_refused() {
         assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
         let refusal: serde_json::Value = refused.json().await.unwrap();
         assert_eq!(refusal["error"], "replayed", "{refusal}");
+        // B's metrics count the nonces A took too: one store.
+        let metrics = to_b
+            .get(format!("http://{}/metrics", cluster.authority()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let held: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("hexroad_held_nonces "))
+            .unwrap_or_else(|| panic!("{metrics}"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(held >= 4.0, "{held} nonces held");
 
         // The second half starts on A and goes silent: A holds the lease
         // when it dies.

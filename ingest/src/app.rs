@@ -295,6 +295,11 @@ async fn count_requests(State(state): State<Arc<Ingest>>, req: Request, next: Ne
 
 async fn metrics(State(state): State<Arc<Ingest>>) -> impl IntoResponse {
     let (open, staged_bytes) = state.staging.held();
+    let held_nonces = match &state.shared {
+        // NaN: the shared store did not answer this scrape.
+        Some(shared) => shared.nonces.held().await.map_or(f64::NAN, |n| n as f64),
+        None => state.nonces.held() as f64,
+    };
     let gauges = [
         (
             "hexroad_open_uploads",
@@ -313,8 +318,8 @@ async fn metrics(State(state): State<Arc<Ingest>>) -> impl IntoResponse {
         ),
         (
             "hexroad_held_nonces",
-            "Nonces held against replays.",
-            state.nonces.held() as f64,
+            "Nonces held against replays (by every node, in NATS, when clustered).",
+            held_nonces,
         ),
     ];
     (
