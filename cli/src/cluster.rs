@@ -49,11 +49,7 @@ impl ClusterSettings {
     /// Checks the section, naming the bad key.
     pub fn validate(&self) -> Result<(), SettingError> {
         require(
-            !self.prefix.is_empty()
-                && self
-                    .prefix
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+            hexroad_coord::valid_prefix(&self.prefix),
             "prefix",
             "must be letters, digits, '_' or '-'",
         )?;

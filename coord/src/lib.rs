@@ -50,6 +50,14 @@ fn request(what: &'static str) -> impl Fn(String) -> Error {
     move |message| Error::Request { what, message }
 }
 
+/// Whether `prefix` can name buckets and streams: letters, digits, `_`, `-`.
+pub fn valid_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 /// One connection to NATS, and the JetStream context on it. Every bucket
 /// and stream is named under `prefix`, so several deployments can share
 /// one NATS.
@@ -73,11 +81,7 @@ impl Coordination {
     /// The client reconnects on its own after an outage; requests made
     /// meanwhile fail and the caller answers "try again".
     pub async fn connect(url: &str, name: &str, prefix: &str) -> Result<Self> {
-        if prefix.is_empty()
-            || !prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        if !valid_prefix(prefix) {
             return Err(Error::Invalid(format!(
                 "the NATS prefix {prefix:?} must be letters, digits, '_' or '-'"
             )));

@@ -26,7 +26,8 @@ pub struct Shared {
     pub device_refresh: Duration,
 }
 
-/// The replay store being unreachable: a pause, never a pass.
+/// NATS unreachable (the replay check, an upload lease): a pause for the
+/// device, never a pass.
 fn unavailable(what: &str, e: &hexroad_coord::Error) -> ApiError {
     warn!(error = %e, "{what}: NATS failed; the device is asked to retry");
     ApiError::unavailable(

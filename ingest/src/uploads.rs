@@ -245,12 +245,7 @@ pub async fn head(
     let not_found = || ApiError::not_found(format!("no upload {id} for this device"));
     let mut guard = state.staging.lock(id).await?;
     if state.shared.is_some() {
-        // Another node may have received more of it since this one looked.
-        state
-            .staging
-            .reload(id, &mut guard)
-            .await
-            .map_err(|e| store_unavailable("reading staging", &e))?;
+        reread_staging(&state, id, &mut guard).await?;
     }
     if guard
         .as_ref()
@@ -420,12 +415,22 @@ async fn hold_for_writing(
         return Ok(None);
     };
     let lease = shared.receive(id).await?;
+    reread_staging(state, id, guard).await?;
+    Ok(Some(lease))
+}
+
+/// The upload as the store has it now: another node may have received more
+/// of it, or finished it, since this one looked.
+async fn reread_staging(
+    state: &Ingest,
+    id: UploadId,
+    guard: &mut Option<crate::tus::Slot>,
+) -> Result<(), ApiError> {
     state
         .staging
         .reload(id, guard)
         .await
-        .map_err(|e| store_unavailable("reading staging", &e))?;
-    Ok(Some(lease))
+        .map_err(|e| store_unavailable("reading staging", &e))
 }
 
 /// Why finishing failed, as the device hears it: the store failing to take

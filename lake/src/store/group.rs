@@ -177,10 +177,12 @@ impl Lake {
                     .filter(|id| recent.get(id).is_none() && !history.by_id.contains_key(id))
                     .collect()
             };
-            let (gnss, telemetry) = self.rows_cut_elsewhere(&unlisted).await?;
-            let mut recent = self.lock_recent();
-            recent.gnss.extend(gnss);
-            recent.telemetry.extend(telemetry);
+            if !unlisted.is_empty() {
+                let (gnss, telemetry) = self.rows_cut_elsewhere(&unlisted).await?;
+                let mut recent = self.lock_recent();
+                recent.gnss.extend(gnss);
+                recent.telemetry.extend(telemetry);
+            }
         }
         Ok(history)
     }
